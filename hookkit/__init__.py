@@ -1,0 +1,46 @@
+"""hookkit: observability for gunicorn's server hooks.
+
+Every gunicorn server hook becomes a typed event (``hookkit.Event``) handed
+to independent sinks: structured lifecycle logs now, Prometheus metrics and
+OpenTelemetry spans next. Three ways in:
+
+- the drop-in config: ``gunicorn -c python:hookkit.conf app:app``;
+- single hooks in your own config: ``from hookkit.hooks import post_fork``,
+  with ``hookkit.chain`` to keep your own hook beside hookkit's;
+- ``hookkit.configure(...)`` to set hookkit's settings from Python.
+"""
+
+from __future__ import annotations
+
+from hookkit._chain import chain
+from hookkit._events import Event, Sink
+from hookkit._hooks import CORE_HOOKS, DIRTY_HOOKS, HOOKS, HookSpec
+from hookkit._runtime import RUNTIME, __version__
+from hookkit._settings import SETTINGS, ConfigError, Settings
+
+
+def configure(**settings: object) -> Settings:
+    """Set hookkit's settings from Python (names without the ``HOOKKIT_``
+    prefix, e.g. ``configure(access_log=True)``), over the environment's.
+
+    Raises ConfigError naming a bad setting. Returns the effective settings.
+    """
+    effective = Settings.load().replace(**settings)
+    RUNTIME.configure(effective)
+    return effective
+
+
+__all__ = [
+    "CORE_HOOKS",
+    "DIRTY_HOOKS",
+    "HOOKS",
+    "SETTINGS",
+    "ConfigError",
+    "Event",
+    "HookSpec",
+    "Settings",
+    "Sink",
+    "__version__",
+    "chain",
+    "configure",
+]

@@ -1,0 +1,57 @@
+"""Fan each event out to every enabled sink, isolating their failures.
+
+A sink that raises never reaches gunicorn: a raising ``post_fork`` halts the
+arbiter and a raising ``pre_request`` fails the request. The error is counted
+per sink and reported at most once a minute per sink, straight to stderr,
+since the failing sink may be the log sink itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from hookkit._events import Event, Sink
+
+ERROR_REPORT_INTERVAL = 60.0
+
+
+class Dispatcher:
+    """Hands events to sinks; counts and rate-limits their errors."""
+
+    def __init__(self, sinks: Sequence[Sink] = ()) -> None:
+        self.sinks: tuple[Sink, ...] = tuple(sinks)
+        self.errors: dict[str, int] = {}
+        self._last_report: dict[str, float] = {}
+
+    def emit(self, event: Event) -> None:
+        """Give ``event`` to every sink; never raises."""
+        for sink in self.sinks:
+            try:
+                sink.handle(event)
+            except Exception as exc:  # noqa: BLE001 - isolation is this class's job
+                self.failed(f"sink {sink.name!r}", f"on {event.name}", exc)
+
+    def internal_error(self, hook: str, exc: BaseException) -> None:
+        """hookkit's own handling of ``hook`` raised: count and report it."""
+        self.failed("hookkit", f"in {hook}", exc)
+
+    def failed(self, who: str, where: str, exc: BaseException) -> None:
+        """Count an error of ``who``; report it unless reported in the last minute."""
+        self.errors[who] = self.errors.get(who, 0) + 1
+        now = time.monotonic()
+        last = self._last_report.get(who)
+        if last is not None and now - last < ERROR_REPORT_INTERVAL:
+            return
+        self._last_report[who] = now
+        try:
+            sys.stderr.write(
+                f"hookkit: {who} failed {where} in pid {os.getpid()}: "
+                f"{type(exc).__name__}: {exc} ({self.errors[who]} errors so far; "
+                f"reported at most once a minute)\n"
+            )
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001, S110 - stderr may be closed; the count stays
+            pass

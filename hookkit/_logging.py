@@ -1,0 +1,150 @@
+"""The structured-log pipeline: hookkit's lifecycle events and gunicorn's own
+error-log lines, rendered by one structlog ``ProcessorFormatter`` so the
+stream is uniformly JSON (or console).
+
+hookkit never calls ``structlog.configure``: the application's own structlog
+configuration stays untouched. hookkit logs through the stdlib logger
+``hookkit``, which shares gunicorn's error-log handlers when hookkit's logger
+class is in use, and otherwise writes to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from hookkit import processors
+from hookkit._events import REQUEST_FINISHED, REQUEST_STARTED, Event
+from hookkit._settings import Settings
+
+LOGGER_NAME = "hookkit"
+_MARK = "_hookkit"  # attribute on the handlers hookkit added, so a reload replaces them
+
+_SHARED_PROCESSORS: list[Any] = [
+    structlog.stdlib.add_log_level,
+    processors.add_timestamp,
+    processors.add_pid,
+    processors.add_worker_info,
+]
+
+
+def make_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
+    """The formatter for every hookkit handler: hookkit's events and foreign
+    (gunicorn's) records alike; a traceback stays inside its one line."""
+    renderer: Any
+    if log_format == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        tail: list[Any] = []
+    else:
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        tail = [structlog.processors.format_exc_info]
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_SHARED_PROCESSORS, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *tail,
+            renderer,
+        ],
+    )
+
+
+def stdlib_logger() -> logging.Logger:
+    """The stdlib logger hookkit's events go through."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.propagate = False
+    return logger
+
+
+def set_handlers(handlers: list[logging.Handler], level: int = logging.INFO) -> None:
+    """Make ``handlers`` hookkit's, replacing the ones hookkit added before."""
+    logger = stdlib_logger()
+    for handler in list(logger.handlers):
+        if getattr(handler, _MARK, False):
+            logger.removeHandler(handler)
+    for handler in handlers:
+        setattr(handler, _MARK, True)
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def ensure_stderr_handler(settings: Settings) -> None:
+    """Give hookkit a stderr handler when nothing else gave it one."""
+    if stdlib_logger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(make_formatter(settings.log_format))
+    set_handlers([handler])
+
+
+def get_logger() -> Any:
+    """hookkit's structlog logger (not configured globally)."""
+    return structlog.wrap_logger(
+        stdlib_logger(),
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_SHARED_PROCESSORS,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+class LogSink:
+    """Events as log lines: one per lifecycle event, plus the optional JSON
+    access line per request."""
+
+    name = "logs"
+
+    def __init__(self, settings: Settings) -> None:
+        self.access_log = settings.access_log
+        self._log = get_logger()
+
+    def handle(self, event: Event) -> None:
+        """Write ``event`` as one log line (request start is not a line)."""
+        if event.name == REQUEST_STARTED:
+            return
+        if event.name == REQUEST_FINISHED and not self.access_log:
+            return
+        method: Callable[..., Any] = getattr(self._log, event.level)
+        method(event.name, hook=event.hook, **event.fields)
+
+
+# gunicorn's Arbiter.reap_workers logs each abnormal exit status just before
+# it calls child_exit. gunicorn 27 passes the pid and signal name as args,
+# 25 and 26 format them into the message first, so the rendered text is read.
+_SIGNAL_LINE = re.compile(r"^Worker \(pid:(\d+)\) was sent (\w+)!")
+_EXIT_CODE_LINE = re.compile(r"^Worker \(pid:(\d+)\) exited with code (-?\d+)\.")
+
+ExitStatusListener = Callable[[int, "int | None", "int | None"], None]
+_exit_status_listener: ExitStatusListener | None = None
+
+
+def set_exit_status_listener(listener: ExitStatusListener | None) -> None:
+    """Called with (pid, exit_code, signal) for each reaped worker's status."""
+    global _exit_status_listener  # noqa: PLW0603 - one master per process
+    _exit_status_listener = listener
+
+
+def note_reap_line(msg: object, args: tuple[object, ...]) -> None:
+    """Pass the exit status in a reap_workers line to the listener."""
+    listener = _exit_status_listener
+    if listener is None or not isinstance(msg, str) or not msg.startswith("Worker (pid:"):
+        return
+    try:
+        text = msg % args if args else msg
+    except (TypeError, ValueError):
+        return
+    if match := _SIGNAL_LINE.match(text):
+        import signal
+
+        number = getattr(signal, match.group(2), None)
+        if isinstance(number, int):
+            listener(int(match.group(1)), None, number)
+    elif match := _EXIT_CODE_LINE.match(text):
+        listener(int(match.group(1)), int(match.group(2)), None)

@@ -1,0 +1,172 @@
+"""Requests as a scope from ``pre_request`` to ``post_request``.
+
+The scope lives in a per-process map keyed by ``id(req)``: the ASGI worker's
+request object has ``__slots__`` (no attribute can be added to it), and gthread
+and the ASGI worker run requests concurrently, so a thread-local or a single
+"current request" would mix them up. ``id()`` is unique while the request
+object is alive, and the scope is removed in ``post_request``, before gunicorn
+drops the request.
+
+What ``post_request`` receives is not always what the client got, so the
+status is resolved here (see ``resolve_status``).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+try:
+    from gunicorn.http.errors import ParseException
+except ImportError:  # pragma: no cover - every supported gunicorn has it
+    ParseException = ()  # type: ignore[assignment,misc]
+
+
+@dataclass(slots=True)
+class RequestScope:
+    """One request in flight in this worker."""
+
+    method: str
+    path: str
+    started: float  # time.perf_counter() at pre_request
+    started_wall: float
+    thread_id: int
+    # The greenlet (gevent) or asyncio task running the request, when there
+    # is one: the slow-request watchdog reads its stack.
+    task: object | None = None
+    slow_reported: bool = False
+
+    def elapsed(self) -> float:
+        """Seconds since ``pre_request``."""
+        return time.perf_counter() - self.started
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutcome:
+    """What the client received, as far as gunicorn lets us see."""
+
+    status: int | None
+    error_type: str | None
+    duration: float
+    response_bytes: int | None
+
+
+@dataclass
+class InFlight:
+    """The requests in flight in this worker process."""
+
+    scopes: dict[int, RequestScope] = field(default_factory=dict)
+
+    def begin(self, req: object) -> RequestScope:
+        """Open the scope of ``req`` (from ``pre_request``)."""
+        scope = RequestScope(
+            method=_text(getattr(req, "method", None)) or "UNKNOWN",
+            path=_text(getattr(req, "path", None)) or "",
+            started=time.perf_counter(),
+            started_wall=time.time(),
+            thread_id=threading.get_ident(),
+            task=_current_task(),
+        )
+        self.scopes[id(req)] = scope
+        return scope
+
+    def finish(self, req: object, resp: object | None) -> tuple[RequestScope, RequestOutcome] | None:
+        """Close the scope of ``req`` (from ``post_request``).
+
+        Returns None when there is no open scope: ``pre_request`` never ran
+        for it (hookkit's hooks were installed half-way), or ``post_request``
+        already ran for it (gunicorn calls it twice for a request aborted
+        by a timeout), so each request is counted once.
+        """
+        scope = self.scopes.pop(id(req), None)
+        if scope is None:
+            return None
+        duration = scope.elapsed()
+        status, error_type = resolve_status(resp, sys.exc_info()[1])
+        sent = getattr(resp, "sent", None) if resp is not None else None
+        return scope, RequestOutcome(
+            status=status,
+            error_type=error_type,
+            duration=duration,
+            response_bytes=sent if isinstance(sent, int) else None,
+        )
+
+    def snapshot(self) -> list[RequestScope]:
+        """The scopes open now (a copy: other threads may change the map)."""
+        return list(self.scopes.values())
+
+
+def resolve_status(resp: object | None, exc: BaseException | None) -> tuple[int | None, str | None]:
+    """The status the client received and the error type, if the request failed.
+
+    ``exc`` is the exception propagating through the worker's ``finally``
+    when ``post_request`` runs (``sys.exc_info()``), if any:
+
+    - no exception: the response's status (ASGI already reports the 500 it
+      sent for an app that raised);
+    - an exception before the headers were sent: gunicorn answers the client
+      itself, 500 (400 for a request it could not parse), whatever status the
+      app passed to ``start_response``;
+    - an exception after the headers were sent: the client got the app's
+      status and a truncated body; the error type is the app's exception
+      (gunicorn re-raises it as StopIteration to close the connection);
+    - a connection error (OSError): the client is gone and received nothing.
+    """
+    status = _status_code(getattr(resp, "status", None)) if resp is not None else None
+    if exc is None:
+        if status is None:
+            return None, "no_response"
+        return status, "http_error" if status >= 500 else None
+    if isinstance(exc, StopIteration) and exc.__context__ is not None:
+        exc = exc.__context__
+    error_type = _error_type(exc)
+    if isinstance(exc, OSError):
+        return None, error_type
+    if resp is not None and getattr(resp, "headers_sent", False):
+        return status, error_type
+    if isinstance(exc, ParseException):
+        return 400, error_type
+    return 500, error_type
+
+
+def _error_type(exc: BaseException) -> str:
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _status_code(status: object) -> int | None:
+    if isinstance(status, int):
+        return status
+    if isinstance(status, str):
+        head = status.split(None, 1)[0] if status.strip() else ""
+        if head.isdigit():
+            return int(head)
+    return None
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return str(value)
+
+
+def _current_task() -> object | None:
+    """The greenlet or asyncio task running this request, if any."""
+    greenlet = sys.modules.get("greenlet")
+    if greenlet is not None and "gevent.monkey" in sys.modules:
+        current = greenlet.getcurrent()
+        if getattr(current, "parent", None) is not None:  # not the hub/main greenlet
+            return current
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None:
+        try:
+            return asyncio.current_task()
+        except RuntimeError:  # no running loop in this thread
+            return None
+    return None

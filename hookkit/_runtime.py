@@ -1,0 +1,441 @@
+"""What hookkit does on each gunicorn hook, per process.
+
+One ``Runtime`` per process (``RUNTIME``). The master keeps the workers'
+exit records and what it knows of each exit; a worker keeps its in-flight
+requests, its own record and the slow-request watchdog. After ``fork`` the
+worker drops the master's state it inherited.
+
+Every hook method is guarded: an error in hookkit itself is counted and
+reported like a sink's, and never reaches gunicorn (a raising ``post_fork``
+halts the arbiter, a raising ``pre_request`` fails the request).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import gunicorn
+
+from hookkit import _events as ev
+from hookkit import _logging, processors
+from hookkit._dispatch import Dispatcher
+from hookkit._events import Event, Level, Sink
+from hookkit._exits import (
+    APP_LOAD_ERROR,
+    EXIT_ABORTED,
+    EXIT_APP_LOAD_ERROR,
+    EXIT_BOOT_ERROR,
+    EXIT_ERROR,
+    EXIT_MAX_REQUESTS,
+    EXIT_NONE,
+    EXIT_NORMAL,
+    WORKER_BOOT_ERROR,
+    ExitStatus,
+    MasterContext,
+    WorkerRecord,
+    classify,
+)
+from hookkit._requests import InFlight, RequestScope
+from hookkit._settings import Settings
+from hookkit._stacks import Watchdog, scope_stack, thread_stacks
+
+__version__ = "0.1.0"
+
+F = TypeVar("F", bound=Callable[..., None])
+
+_EXIT_LEVELS: dict[str, Level] = {
+    "max_requests": "info",
+    "shutdown": "info",
+    "reload": "info",
+    "scaled_down": "info",
+    "killed": "warning",
+    "unknown": "warning",
+    "timeout": "error",
+    "crashed": "error",
+    "boot_error": "error",
+    "app_load_error": "error",
+}
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT)
+
+
+def _guarded(method: F) -> F:
+    @functools.wraps(method)
+    def guarded(self: Runtime, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception as exc:  # noqa: BLE001 - hookkit's own errors never reach gunicorn
+            self.dispatcher.internal_error(method.__name__, exc)
+
+    return guarded  # type: ignore[return-value]
+
+
+class Runtime:
+    """hookkit's state in this process and its handling of each hook."""
+
+    def __init__(self) -> None:
+        self.settings = Settings()
+        self.configured = False
+        self.dispatcher = Dispatcher()
+        self.in_flight = InFlight()
+        # master
+        self.records: dict[int, WorkerRecord] = {}  # by worker age
+        self.exit_statuses: dict[int, ExitStatus] = {}  # by pid, from the reap log line
+        self.reload_watermark = 0  # workers of this age or younger predate the last SIGHUP
+        self.scale_down_pending = 0
+        self.stopping = False
+        # worker
+        self.record: WorkerRecord | None = None
+        self.aborting = False
+        self.watchdog: Watchdog | None = None
+
+    # -- configuration -----------------------------------------------------
+
+    def configure(self, settings: Settings, extra_sinks: tuple[Sink, ...] = ()) -> None:
+        """Use ``settings``; replaces, never adds to, the sinks (a reload
+        configures again and nothing may be duplicated)."""
+        self.settings = settings
+        self.configured = True
+        sinks: list[Sink] = []
+        if settings.logs:
+            sinks.append(_logging.LogSink(settings))
+        sinks.extend(extra_sinks)
+        self.dispatcher.sinks = tuple(sinks)
+        _logging.ensure_stderr_handler(settings)
+
+    def ensure_configured(self) -> None:
+        """Read the environment if nothing configured hookkit yet (single
+        hooks imported into a user's config)."""
+        if not self.configured:
+            self.configure(Settings.load())
+
+    def emit(self, name: str, hook: str | None, level: Level = "info", **fields: object) -> None:
+        """Build an event and hand it to the sinks."""
+        self.dispatcher.emit(Event(name, hook, level, fields, os.getpid()))
+
+    # -- master ------------------------------------------------------------
+
+    @_guarded
+    def on_starting(self, server: Any) -> None:
+        self.ensure_configured()
+        self.stopping = False
+        _logging.set_exit_status_listener(self._note_exit_status)
+        self._watch_stop(server)
+        logger_class = type(server.log)
+        ours = logger_class.__module__ == "hookkit.glogging"
+        fields: dict[str, object] = {
+            "master_pid": os.getpid(),
+            "gunicorn_version": gunicorn.__version__,
+            "hookkit_version": __version__,
+            "gunicorn_logger": f"{logger_class.__module__}.{logger_class.__qualname__}",
+        }
+        level: Level = "info"
+        if not ours:
+            level = "warning"
+            fields["note"] = (
+                "gunicorn's logger_class is not hookkit's: gunicorn's own lines keep that "
+                "logger's format and worker exit codes and signals are not seen, so some "
+                "worker_exited reasons may be 'unknown'"
+            )
+        self.emit(ev.MASTER_STARTING, "on_starting", level, **fields)
+
+    def _watch_stop(self, server: Any) -> None:
+        """Know when the master is stopping. gunicorn's Arbiter.stop() runs for
+        every shutdown (TERM, INT, QUIT, a halt, an unhandled error) and sends
+        the workers their stop signal; no hook fires before it, so the bound
+        method is wrapped on this arbiter instance."""
+        if getattr(server.stop, "_hookkit", False):
+            return
+        original = server.stop
+
+        def stop(*args: Any, **kwargs: Any) -> Any:
+            self.stopping = True
+            return original(*args, **kwargs)
+
+        stop._hookkit = True  # type: ignore[attr-defined]
+        server.stop = stop
+
+    @_guarded
+    def when_ready(self, server: Any) -> None:
+        cfg = server.cfg
+        self.emit(
+            ev.SERVER_READY,
+            "when_ready",
+            master_pid=os.getpid(),
+            listeners=[str(listener) for listener in server.LISTENERS],
+            worker_class=str(cfg.worker_class_str),
+            workers=server.num_workers,
+            threads=cfg.threads,
+            timeout=cfg.timeout,
+            gunicorn_version=gunicorn.__version__,
+            hookkit_version=__version__,
+        )
+
+    @_guarded
+    def on_reload(self, server: Any) -> None:
+        # Arbiter.reload() spawns the new generation after this hook, then
+        # stops every older worker: their ages are at most the current one.
+        self.reload_watermark = server.worker_age
+        self.scale_down_pending = 0
+        self.emit(ev.SERVER_RELOADED, "on_reload", workers=server.cfg.workers)
+
+    @_guarded
+    def nworkers_changed(self, server: Any, new_value: int, old_value: int | None) -> None:
+        self.ensure_configured()
+        if old_value is not None and new_value < old_value:
+            self.scale_down_pending += old_value - new_value
+        self.emit(ev.WORKERS_CHANGED, "nworkers_changed", new_value=new_value, old_value=old_value)
+
+    @_guarded
+    def pre_fork(self, server: Any, worker: Any) -> None:
+        self.records[worker.age] = WorkerRecord(worker.age)
+        self.emit(ev.WORKER_SPAWNING, "pre_fork", "debug", worker_age=worker.age)
+
+    @_guarded
+    def child_exit(self, server: Any, worker: Any) -> None:
+        self._report_exit(worker.pid, worker.age, bool(worker.aborted), "child_exit")
+
+    @_guarded
+    def on_exit(self, server: Any) -> None:
+        # A worker that failed to boot makes the master halt before
+        # child_exit runs for it: report what its record says now.
+        live = set(server.WORKERS)
+        for age, record in sorted(self.records.items()):
+            if record.pid and record.pid not in live and (
+                record.exit_kind != EXIT_NONE or record.pid in self.exit_statuses
+            ):
+                self._report_exit(record.pid, age, False, "on_exit")
+        self.emit(ev.MASTER_EXITING, "on_exit", master_pid=os.getpid())
+        _logging.set_exit_status_listener(None)
+
+    @_guarded
+    def pre_exec(self, server: Any) -> None:
+        self.emit(ev.MASTER_REEXECUTING, "pre_exec", master_pid=os.getppid())
+
+    def _note_exit_status(self, pid: int, exit_code: int | None, signum: int | None) -> None:
+        self.exit_statuses[pid] = ExitStatus(exit_code, signum)
+
+    def _report_exit(self, pid: int, age: int, aborted: bool, hook: str) -> None:
+        record = self.records.pop(age, None)
+        status = self.exit_statuses.pop(pid, None)
+        kind, code, received = EXIT_NONE, 0, 0
+        fields: dict[str, object] = {"worker_pid": pid, "worker_age": age}
+        if record is not None:
+            kind, code, received = record.exit_kind, record.exit_code, record.signal_received
+            fields["requests_served"] = record.requests
+            if record.forked_at:
+                fields["uptime_seconds"] = round(time.monotonic() - record.forked_at, 6)
+            record.close()
+        context = MasterContext(
+            aborted=aborted,
+            stopping=self.stopping,
+            from_before_reload=age <= self.reload_watermark,
+            scale_down_pending=self.scale_down_pending > 0,
+        )
+        reason = classify(kind, code, received, status, context)
+        if reason.reason == "scaled_down":
+            self.scale_down_pending -= 1
+        fields.update(reason.fields())
+        self.emit(ev.WORKER_EXITED, hook, _EXIT_LEVELS[reason.reason], **fields)
+
+    # -- worker ------------------------------------------------------------
+
+    @_guarded
+    def post_fork(self, server: Any, worker: Any) -> None:
+        pid = os.getpid()
+        # Drop the master's state this process inherited.
+        self.record = self.records.pop(worker.age, None)
+        for inherited in self.records.values():
+            inherited.close()
+        self.records.clear()
+        self.exit_statuses.clear()
+        _logging.set_exit_status_listener(None)
+        self.in_flight = InFlight()
+        self.aborting = False
+        processors.set_worker_identity(pid, worker.age)
+        if self.record is not None:
+            self.record.pid = pid
+            self.record.forked_at = time.monotonic()
+        self.emit(ev.WORKER_FORKED, "post_fork", master_pid=server.pid)
+
+    @_guarded
+    def post_worker_init(self, worker: Any) -> None:
+        now = time.monotonic()
+        fields: dict[str, object] = {"worker_class": type(worker).__name__}
+        if self.record is not None:
+            self.record.booted_at = now
+            if self.record.forked_at:
+                fields["boot_duration_seconds"] = round(now - self.record.forked_at, 6)
+            self._record_stop_signals(self.record)
+        if self.settings.slow_request_seconds is not None:
+            self.watchdog = Watchdog(
+                self.in_flight, self.settings.slow_request_seconds, self._report_slow
+            )
+            self.watchdog.start()
+        self.emit(ev.WORKER_BOOTED, "post_worker_init", **fields)
+
+    def _record_stop_signals(self, record: WorkerRecord) -> None:
+        """Note in the record which stop signal reached the worker, then run
+        the worker class's own handler (asyncio's no-op handler included:
+        the event loop still sees the signal through its wakeup fd)."""
+        for signum in _STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if not callable(handler) or getattr(handler, "_hookkit", False):
+                continue
+
+            def recording(sig: int, frame: Any, _handler: Any = handler) -> Any:
+                record.signal_received = sig
+                return _handler(sig, frame)
+
+            recording._hookkit = True  # type: ignore[attr-defined]
+            signal.signal(signum, recording)
+
+    @_guarded
+    def worker_int(self, worker: Any) -> None:
+        self.emit(ev.WORKER_INTERRUPTED, "worker_int", "warning")
+
+    @_guarded
+    def worker_abort(self, worker: Any) -> None:
+        self.aborting = True
+        requests = [
+            {
+                "method": scope.method,
+                "path": scope.path,
+                "elapsed_seconds": round(scope.elapsed(), 6),
+                "stack": scope_stack(scope) if scope.task is not None else None,
+            }
+            for scope in self.in_flight.snapshot()
+        ]
+        self.emit(
+            ev.WORKER_ABORTED,
+            "worker_abort",
+            "error",
+            timeout=getattr(worker.cfg, "timeout", None),
+            requests_in_flight=requests,
+            threads=thread_stacks(),
+        )
+
+    @_guarded
+    def worker_exit(self, server: Any, worker: Any) -> None:
+        if os.getpid() == server.pid:
+            # Arbiter.kill_worker found the worker gone (ESRCH) and runs this
+            # hook in the master instead of child_exit.
+            self._report_exit(worker.pid, worker.age, bool(worker.aborted), "worker_exit")
+            return
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        kind, code = self._how_worker_leaves(worker, sys.exc_info()[1])
+        fields: dict[str, object] = {"exit_code": code}
+        if self.record is not None:
+            self.record.set_exit(kind, code)
+            fields["requests_served"] = self.record.requests
+            if self.record.forked_at:
+                fields["uptime_seconds"] = round(time.monotonic() - self.record.forked_at, 6)
+        self.emit(ev.WORKER_EXITING, "worker_exit", **fields)
+
+    def _how_worker_leaves(self, worker: Any, exc: BaseException | None) -> tuple[int, int]:
+        """(exit kind, exit code) from inside the worker's exit path:
+        Arbiter.spawn_worker runs worker_exit in a ``finally`` while the
+        worker's SystemExit propagates."""
+        code = 0
+        if isinstance(exc, SystemExit):
+            raw = exc.code
+            code = 0 if raw is None else (raw % 256 if isinstance(raw, int) else 1)
+        elif exc is not None:
+            code = 1
+        if self.aborting:
+            return EXIT_ABORTED, code
+        if not getattr(worker, "booted", True):
+            if code == APP_LOAD_ERROR:
+                return EXIT_APP_LOAD_ERROR, code
+            if code == WORKER_BOOT_ERROR:
+                return EXIT_BOOT_ERROR, code
+        if worker.nr >= worker.max_requests:
+            return EXIT_MAX_REQUESTS, code
+        if code == 0:
+            return EXIT_NORMAL, code
+        return EXIT_ERROR, code
+
+    # -- requests ----------------------------------------------------------
+
+    @_guarded
+    def pre_request(self, worker: Any, req: Any) -> None:
+        scope = self.in_flight.begin(req)
+        self.emit(ev.REQUEST_STARTED, "pre_request", "debug", method=scope.method, path=scope.path)
+
+    @_guarded
+    def post_request(self, worker: Any, req: Any, environ: Any, resp: Any) -> None:
+        finished = self.in_flight.finish(req, resp)
+        if finished is None:
+            return
+        scope, outcome = finished
+        if self.record is not None:
+            self.record.add_request()
+        error_type = outcome.error_type
+        if self.aborting and error_type == "SystemExit":
+            error_type = "timeout"
+        self.emit(
+            ev.REQUEST_FINISHED,
+            "post_request",
+            method=scope.method,
+            path=scope.path,
+            status=outcome.status,
+            duration_seconds=round(outcome.duration, 6),
+            response_bytes=outcome.response_bytes,
+            error_type=error_type,
+        )
+
+    def _report_slow(self, scope: RequestScope, stack: str | None) -> None:
+        self.emit(
+            ev.REQUEST_SLOW,
+            None,
+            "warning",
+            method=scope.method,
+            path=scope.path,
+            elapsed_seconds=round(scope.elapsed(), 6),
+            threshold_seconds=self.settings.slow_request_seconds,
+            stack=stack,
+        )
+
+    # -- dirty arbiter and workers (gunicorn 25+) --------------------------
+
+    @_guarded
+    def on_dirty_starting(self, arbiter: Any) -> None:
+        self.ensure_configured()
+        self.emit(ev.DIRTY_ARBITER_STARTING, "on_dirty_starting", dirty_arbiter_pid=os.getpid())
+
+    @_guarded
+    def dirty_post_fork(self, arbiter: Any, worker: Any) -> None:
+        self.emit(
+            ev.DIRTY_WORKER_FORKED,
+            "dirty_post_fork",
+            dirty_worker_pid=worker.pid,
+            dirty_worker_age=getattr(worker, "age", None),
+        )
+
+    @_guarded
+    def dirty_worker_init(self, worker: Any) -> None:
+        self.emit(
+            ev.DIRTY_WORKER_BOOTED,
+            "dirty_worker_init",
+            dirty_worker_pid=os.getpid(),
+            dirty_worker_age=getattr(worker, "age", None),
+        )
+
+    @_guarded
+    def dirty_worker_exit(self, arbiter: Any, worker: Any) -> None:
+        self.emit(
+            ev.DIRTY_WORKER_EXITED,
+            "dirty_worker_exit",
+            dirty_worker_pid=worker.pid,
+            dirty_worker_age=getattr(worker, "age", None),
+        )
+
+
+RUNTIME = Runtime()

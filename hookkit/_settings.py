@@ -1,0 +1,183 @@
+"""hookkit's settings: ``HOOKKIT_*`` environment variables, or the same
+names in lower case (``hookkit_access_log = True``) in a gunicorn config.
+
+Every setting is described once in ``SETTINGS``; parsing is eager, so a bad
+value stops gunicorn at start-up with one message that names the variable,
+the value and what is accepted. The environment wins over a config file, as
+``GUNICORN_CMD_ARGS`` wins over gunicorn's own config file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+_TRUE = frozenset({"1", "true", "on", "yes"})
+_FALSE = frozenset({"0", "false", "off", "no"})
+
+
+class ConfigError(ValueError):
+    """A hookkit setting has a value hookkit cannot use."""
+
+
+def parse_bool(value: object) -> bool:
+    """``1/0``, ``true/false``, ``on/off``, ``yes/no`` in any case, or a bool."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected one of 1/0, true/false, on/off, yes/no")
+
+
+def parse_log_format(value: object) -> str:
+    """``json`` or ``console``."""
+    text = str(value).strip().lower()
+    if text not in ("json", "console"):
+        raise ValueError("expected json or console")
+    return text
+
+
+def parse_seconds_or_off(value: object) -> float | None:
+    """A positive number of seconds, or off (``off``, ``0`` or empty)."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("", "off", "0", "false", "no"):
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError("expected a positive number of seconds, or off") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError("expected a positive number of seconds, or off")
+    return seconds
+
+
+def parse_path_or_none(value: object) -> str | None:
+    """A file path; empty means none."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One hookkit setting."""
+
+    attr: str
+    parse: Callable[[object], Any]
+    default: object
+    accepted: str
+    desc: str
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return "HOOKKIT_" + self.attr.upper()
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("logs", parse_bool, True, "1/0, true/false, on/off, yes/no",
+                "The structured-log sink: lifecycle events as log lines."),
+    SettingSpec("log_format", parse_log_format, "json", "json, console",
+                "How log lines are rendered, gunicorn's own lines included."),
+    SettingSpec("access_log", parse_bool, False, "1/0, true/false, on/off, yes/no",
+                "One JSON line per request: method, path (no query string), status, "
+                "duration and bytes."),
+    SettingSpec("slow_request_seconds", parse_seconds_or_off, None,
+                "a positive number of seconds, or off",
+                "Log `request_slow` with the stack once for a request still running "
+                "after this long, on every worker class."),
+    SettingSpec("gunicorn_config", parse_path_or_none, None, "a path to a gunicorn config file",
+                "The user's gunicorn config that the drop-in applies "
+                "(default: ./gunicorn.conf.py when it exists)."),
+)
+
+SETTINGS_BY_ATTR = {spec.attr: spec for spec in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """hookkit's effective settings."""
+
+    logs: bool = True
+    log_format: str = "json"
+    access_log: bool = False
+    slow_request_seconds: float | None = None
+    gunicorn_config: str | None = None
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        config: Mapping[str, object] | None = None,
+    ) -> Settings:
+        """Read the settings from ``environ`` (default ``os.environ``) over
+        ``config`` (``hookkit_*`` names from a gunicorn config file).
+
+        Raises ConfigError naming the first bad setting, and refuses unknown
+        ``HOOKKIT_*`` variables, which are most often typos.
+        """
+        environ = os.environ if environ is None else environ
+        config = {} if config is None else config
+        known_env = {spec.env for spec in SETTINGS}
+        for name in sorted(environ):
+            if name.startswith("HOOKKIT_") and name not in known_env:
+                raise ConfigError(
+                    f"{name} is not a hookkit setting; known settings: "
+                    + ", ".join(sorted(known_env))
+                )
+        for name in sorted(config):
+            if name.startswith("hookkit_") and name[len("hookkit_"):] not in SETTINGS_BY_ATTR:
+                raise ConfigError(
+                    f"{name} (in the gunicorn config) is not a hookkit setting; known settings: "
+                    + ", ".join(f"hookkit_{spec.attr}" for spec in SETTINGS)
+                )
+        values: dict[str, Any] = {}
+        for spec in SETTINGS:
+            if spec.env in environ:
+                source, raw = spec.env, environ[spec.env]
+            elif "hookkit_" + spec.attr in config:
+                source, raw = "hookkit_" + spec.attr, config["hookkit_" + spec.attr]
+            else:
+                continue
+            try:
+                values[spec.attr] = spec.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{source}={raw!r} is not valid: {exc} (accepted: {spec.accepted})"
+                ) from None
+        return cls(**values)
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with ``changes`` (setting names without the prefix), each parsed."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for attr, raw in changes.items():
+            spec = SETTINGS_BY_ATTR.get(attr)
+            if spec is None:
+                raise ConfigError(f"{attr} is not a hookkit setting")
+            try:
+                values[attr] = spec.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{attr}={raw!r} is not valid: {exc} (accepted: {spec.accepted})"
+                ) from None
+        return Settings(**values)
+
+    def as_rows(self) -> list[tuple[str, str]]:
+        """(environment variable, effective value) pairs, for ``hookkit check``."""
+        return [(spec.env, _show(getattr(self, spec.attr))) for spec in SETTINGS]
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "off"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)

@@ -1,0 +1,93 @@
+"""Stacks of threads, greenlets and asyncio tasks, as plain strings, and the
+slow-request watchdog that reports them.
+
+gunicorn's timeout only catches a worker whose main loop stops beating: a
+hung request in a gthread worker, or in an async worker whose loop stays
+alive, is never aborted. The watchdog is a daemon thread (a greenlet under
+gevent) that looks at the in-flight map and logs one ``request_slow`` line
+per request that runs past the threshold.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from types import FrameType
+
+from hookkit._requests import InFlight, RequestScope
+
+
+def thread_stacks() -> dict[str, str]:
+    """The stack of every thread of this process, keyed by thread name."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    stacks: dict[str, str] = {}
+    for ident, frame in sys._current_frames().items():
+        name = names.get(ident, "thread")
+        stacks[f"{name} ({ident})"] = "".join(traceback.format_stack(frame))
+    return stacks
+
+
+def scope_stack(scope: RequestScope) -> str | None:
+    """The stack of the code running ``scope``'s request, when it can be read."""
+    task = scope.task
+    if task is not None:
+        frame: FrameType | None = getattr(task, "gr_frame", None)  # a greenlet
+        if frame is not None:
+            return "".join(traceback.format_stack(frame))
+        print_stack = getattr(task, "print_stack", None)  # an asyncio task
+        if print_stack is not None:
+            out = io.StringIO()
+            print_stack(file=out)
+            return out.getvalue()
+    frame = sys._current_frames().get(scope.thread_id)
+    if frame is None:
+        return None
+    return "".join(traceback.format_stack(frame))
+
+
+class Watchdog:
+    """Reports requests running longer than ``threshold`` seconds, once each."""
+
+    def __init__(
+        self,
+        in_flight: InFlight,
+        threshold: float,
+        report: Callable[[RequestScope, str | None], None],
+    ) -> None:
+        self.in_flight = in_flight
+        self.threshold = threshold
+        self.report = report
+        self._stop = threading.Event()
+        # Look a few times per threshold, never less than every 50 ms nor
+        # more than every second: a late line is still one line.
+        self.interval = min(1.0, max(0.05, threshold / 4))
+        self._thread = threading.Thread(target=self._run, name="hookkit-watchdog", daemon=True)
+
+    def start(self) -> None:
+        """Start watching (in the worker, after the app is loaded)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self._stop.set()
+
+    def check(self) -> int:
+        """Report every newly slow request; returns how many were reported."""
+        reported = 0
+        for scope in self.in_flight.snapshot():
+            if scope.slow_reported or scope.elapsed() < self.threshold:
+                continue
+            scope.slow_reported = True
+            self.report(scope, scope_stack(scope))
+            reported += 1
+        return reported
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001, S112 - the watchdog must outlive a bad scan
+                continue
