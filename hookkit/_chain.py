@@ -50,7 +50,7 @@ def chain(hook: str, *callables: Callable[..., Any]) -> Callable[..., None]:
         for func in members:
             try:
                 func(*args)
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after the others ran
+            except Exception as exc:
                 if first is None:
                     first = exc
         if first is not None:

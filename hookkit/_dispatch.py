@@ -31,7 +31,7 @@ class Dispatcher:
         for sink in self.sinks:
             try:
                 sink.handle(event)
-            except Exception as exc:  # noqa: BLE001 - isolation is this class's job
+            except Exception as exc:
                 self.failed(f"sink {sink.name!r}", f"on {event.name}", exc)
 
     def internal_error(self, hook: str, exc: BaseException) -> None:
@@ -53,5 +53,5 @@ class Dispatcher:
                 f"reported at most once a minute)\n"
             )
             sys.stderr.flush()
-        except Exception:  # noqa: BLE001, S110 - stderr may be closed; the count stays
+        except Exception:
             pass

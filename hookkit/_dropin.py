@@ -32,7 +32,7 @@ from hookkit._settings import ConfigError, Settings
 DEFAULT_USER_CONFIG = "gunicorn.conf.py"
 LOGGER_CLASS = "hookkit.glogging.Logger"
 
-CONFIG_FILE_TEXT = '''\
+CONFIG_FILE_TEXT = """\
 # hookkit drop-in gunicorn config, written by `hookkit init`.
 # Use: gunicorn -c hookkit.conf app:app
 # Your own ./gunicorn.conf.py (or $HOOKKIT_GUNICORN_CONFIG) still applies:
@@ -40,7 +40,7 @@ CONFIG_FILE_TEXT = '''\
 from hookkit.dropin import load as _load
 
 globals().update(_load())
-'''
+"""
 
 
 def gunicorn_setting_names() -> frozenset[str]:

@@ -77,7 +77,8 @@ class WorkerRecord:
         self._buf.close()
 
     def _read(self) -> tuple[int, float, float, int, int, int, int]:
-        return _LAYOUT.unpack_from(self._buf, 0)  # type: ignore[return-value]
+        values: tuple[int, float, float, int, int, int, int] = _LAYOUT.unpack_from(self._buf, 0)
+        return values
 
     def _write(self, index: int, value: float) -> None:
         values = list(self._read())
@@ -234,7 +235,9 @@ def classify(
     return ExitReason("unknown", exit_code)
 
 
-def _asked_to_stop(signal_received: int, exit_code: int | None, context: MasterContext) -> ExitReason:
+def _asked_to_stop(
+    signal_received: int, exit_code: int | None, context: MasterContext
+) -> ExitReason:
     """A clean exit: who asked for it decides the reason."""
     received = signal_name(signal_received) if signal_received else None
     if context.stopping:

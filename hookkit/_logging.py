@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from hookkit import processors
-from hookkit._events import REQUEST_FINISHED, REQUEST_STARTED, Event
+from hookkit._events import REQUEST_FINISHED, Event
 from hookkit._settings import Settings
 
 LOGGER_NAME = "hookkit"
@@ -31,6 +31,13 @@ _SHARED_PROCESSORS: list[Any] = [
     processors.add_pid,
     processors.add_worker_info,
 ]
+
+
+def _event_first(_logger: object, _method: str, event_dict: Any) -> Any:
+    """Put ``event`` first, so each JSON line opens with what happened."""
+    if "event" in event_dict:
+        return {"event": event_dict.pop("event"), **event_dict}
+    return event_dict
 
 
 def make_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
@@ -48,6 +55,7 @@ def make_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *tail,
+            _event_first,
             renderer,
         ],
     )
@@ -97,7 +105,8 @@ def get_logger() -> Any:
 
 class LogSink:
     """Events as log lines: one per lifecycle event, plus the optional JSON
-    access line per request."""
+    access line per request. ``request_started`` is a debug line, as
+    gunicorn's default ``pre_request`` hook logs each request at debug."""
 
     name = "logs"
 
@@ -106,9 +115,7 @@ class LogSink:
         self._log = get_logger()
 
     def handle(self, event: Event) -> None:
-        """Write ``event`` as one log line (request start is not a line)."""
-        if event.name == REQUEST_STARTED:
-            return
+        """Write ``event`` as one log line."""
         if event.name == REQUEST_FINISHED and not self.access_log:
             return
         method: Callable[..., Any] = getattr(self._log, event.level)

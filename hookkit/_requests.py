@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 try:
     from gunicorn.http.errors import ParseException
 except ImportError:  # pragma: no cover - every supported gunicorn has it
-    ParseException = ()  # type: ignore[assignment,misc]
+    ParseException = ()
 
 
 @dataclass(slots=True)
@@ -72,7 +72,9 @@ class InFlight:
         self.scopes[id(req)] = scope
         return scope
 
-    def finish(self, req: object, resp: object | None) -> tuple[RequestScope, RequestOutcome] | None:
+    def finish(
+        self, req: object, resp: object | None
+    ) -> tuple[RequestScope, RequestOutcome] | None:
         """Close the scope of ``req`` (from ``post_request``).
 
         Returns None when there is no open scope: ``pre_request`` never ran
@@ -160,13 +162,14 @@ def _current_task() -> object | None:
     """The greenlet or asyncio task running this request, if any."""
     greenlet = sys.modules.get("greenlet")
     if greenlet is not None and "gevent.monkey" in sys.modules:
-        current = greenlet.getcurrent()
+        current: object = greenlet.getcurrent()
         if getattr(current, "parent", None) is not None:  # not the hub/main greenlet
             return current
     asyncio = sys.modules.get("asyncio")
     if asyncio is not None:
         try:
-            return asyncio.current_task()
+            task: object | None = asyncio.current_task()
+            return task
         except RuntimeError:  # no running loop in this thread
             return None
     return None

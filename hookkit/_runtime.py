@@ -70,7 +70,7 @@ def _guarded(method: F) -> F:
     def guarded(self: Runtime, *args: Any) -> None:
         try:
             method(self, *args)
-        except Exception as exc:  # noqa: BLE001 - hookkit's own errors never reach gunicorn
+        except Exception as exc:
             self.dispatcher.internal_error(method.__name__, exc)
 
     return guarded  # type: ignore[return-value]
@@ -115,7 +115,7 @@ class Runtime:
         if not self.configured:
             self.configure(Settings.load())
 
-    def emit(self, name: str, hook: str | None, level: Level = "info", **fields: object) -> None:
+    def emit(self, name: str, hook: str | None, level: Level = "info", /, **fields: object) -> None:
         """Build an event and hand it to the sinks."""
         self.dispatcher.emit(Event(name, hook, level, fields, os.getpid()))
 
@@ -207,8 +207,10 @@ class Runtime:
         # child_exit runs for it: report what its record says now.
         live = set(server.WORKERS)
         for age, record in sorted(self.records.items()):
-            if record.pid and record.pid not in live and (
-                record.exit_kind != EXIT_NONE or record.pid in self.exit_statuses
+            if (
+                record.pid
+                and record.pid not in live
+                and (record.exit_kind != EXIT_NONE or record.pid in self.exit_statuses)
             ):
                 self._report_exit(record.pid, age, False, "on_exit")
         self.emit(ev.MASTER_EXITING, "on_exit", master_pid=os.getpid())

@@ -83,20 +83,43 @@ class SettingSpec:
 
 
 SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("logs", parse_bool, True, "1/0, true/false, on/off, yes/no",
-                "The structured-log sink: lifecycle events as log lines."),
-    SettingSpec("log_format", parse_log_format, "json", "json, console",
-                "How log lines are rendered, gunicorn's own lines included."),
-    SettingSpec("access_log", parse_bool, False, "1/0, true/false, on/off, yes/no",
-                "One JSON line per request: method, path (no query string), status, "
-                "duration and bytes."),
-    SettingSpec("slow_request_seconds", parse_seconds_or_off, None,
-                "a positive number of seconds, or off",
-                "Log `request_slow` with the stack once for a request still running "
-                "after this long, on every worker class."),
-    SettingSpec("gunicorn_config", parse_path_or_none, None, "a path to a gunicorn config file",
-                "The user's gunicorn config that the drop-in applies "
-                "(default: ./gunicorn.conf.py when it exists)."),
+    SettingSpec(
+        "logs",
+        parse_bool,
+        True,
+        "1/0, true/false, on/off, yes/no",
+        "The structured-log sink: lifecycle events as log lines.",
+    ),
+    SettingSpec(
+        "log_format",
+        parse_log_format,
+        "json",
+        "json, console",
+        "How log lines are rendered, gunicorn's own lines included.",
+    ),
+    SettingSpec(
+        "access_log",
+        parse_bool,
+        False,
+        "1/0, true/false, on/off, yes/no",
+        "One JSON line per request: method, path (no query string), status, duration and bytes.",
+    ),
+    SettingSpec(
+        "slow_request_seconds",
+        parse_seconds_or_off,
+        None,
+        "a positive number of seconds, or off",
+        "Log `request_slow` with the stack once for a request still running "
+        "after this long, on every worker class.",
+    ),
+    SettingSpec(
+        "gunicorn_config",
+        parse_path_or_none,
+        None,
+        "a path to a gunicorn config file",
+        "The user's gunicorn config that the drop-in applies "
+        "(default: ./gunicorn.conf.py when it exists).",
+    ),
 )
 
 SETTINGS_BY_ATTR = {spec.attr: spec for spec in SETTINGS}
@@ -134,13 +157,15 @@ class Settings:
                     + ", ".join(sorted(known_env))
                 )
         for name in sorted(config):
-            if name.startswith("hookkit_") and name[len("hookkit_"):] not in SETTINGS_BY_ATTR:
+            if name.startswith("hookkit_") and name[len("hookkit_") :] not in SETTINGS_BY_ATTR:
                 raise ConfigError(
                     f"{name} (in the gunicorn config) is not a hookkit setting; known settings: "
                     + ", ".join(f"hookkit_{spec.attr}" for spec in SETTINGS)
                 )
         values: dict[str, Any] = {}
         for spec in SETTINGS:
+            source: str
+            raw: object
             if spec.env in environ:
                 source, raw = spec.env, environ[spec.env]
             elif "hookkit_" + spec.attr in config:

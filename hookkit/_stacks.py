@@ -89,5 +89,5 @@ class Watchdog:
         while not self._stop.wait(self.interval):
             try:
                 self.check()
-            except Exception:  # noqa: BLE001, S112 - the watchdog must outlive a bad scan
+            except Exception:
                 continue

@@ -41,7 +41,9 @@ class Logger(glogging.Logger):  # type: ignore[misc]
         """gunicorn's setup (at start and on every reload), then hookkit's formatter."""
         super().setup(cfg)
         self._gunicorn_access_wanted = bool(
-            cfg.accesslog or cfg.logconfig or cfg.logconfig_dict
+            cfg.accesslog
+            or cfg.logconfig
+            or cfg.logconfig_dict
             or getattr(cfg, "logconfig_json", None)
             or (cfg.syslog and not cfg.disable_redirect_access_to_syslog)
         )
@@ -66,15 +68,15 @@ class Logger(glogging.Logger):  # type: ignore[misc]
         if self._gunicorn_access_wanted:
             super().access(resp, req, environ, request_time)
 
-    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:  # noqa: D102
+    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
         _logging.note_reap_line(msg, args)
         super().info(msg, *args, **kwargs)
 
-    def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:  # noqa: D102
+    def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
         _logging.note_reap_line(msg, args)
         super().warning(msg, *args, **kwargs)
 
-    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:  # noqa: D102
+    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
         _logging.note_reap_line(msg, args)
         super().error(msg, *args, **kwargs)
 

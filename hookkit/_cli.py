@@ -1,0 +1,80 @@
+"""The ``hookkit`` command: ``init``, ``check`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from hookkit._dropin import CONFIG_FILE_TEXT, read_user_config, user_config_path
+from hookkit._runtime import __version__
+from hookkit._settings import ConfigError, Settings
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write the drop-in config file."""
+    path = args.path
+    if os.path.exists(path) and not args.force:
+        print(f"hookkit init: {path} exists; use --force to overwrite it", file=sys.stderr)
+        return 1
+    with open(path, "w") as config:
+        config.write(CONFIG_FILE_TEXT)
+    print(f"wrote {path}; run: gunicorn -c {path} app:app")
+    return 0
+
+
+def cmd_check(_args: argparse.Namespace) -> int:
+    """Print the effective settings; non-zero on any problem."""
+    try:
+        path = user_config_path(os.environ)
+        user = read_user_config(path) if path else {}
+        settings = Settings.load(os.environ, user)
+    except ConfigError as exc:
+        print(f"hookkit check: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        print(f"hookkit check: reading the gunicorn config failed: {exc!r}", file=sys.stderr)
+        return 2
+    print(f"hookkit {__version__}")
+    print(f"gunicorn config applied by the drop-in: {path or '(none)'}")
+    width = max(len(name) for name, _ in settings.as_rows())
+    for name, value in settings.as_rows():
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the reference server tour."""
+    from hookkit._demo import main as demo_main
+
+    return demo_main(json_output=args.json, dirty=args.dirty)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="hookkit", description="Observability for gunicorn.")
+    parser.add_argument("--version", action="version", version=f"hookkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="write ./hookkit.conf, the drop-in gunicorn config")
+    init.add_argument("--path", default="hookkit.conf", help="where to write it")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(func=cmd_init)
+    check = sub.add_parser("check", help="print the effective settings; non-zero on a problem")
+    check.set_defaults(func=cmd_check)
+    demo = sub.add_parser("demo", help="run a real gunicorn through every hook")
+    demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    demo.add_argument("--dirty", action="store_true", help="also run a dirty app (gunicorn 25+)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hookkit`` command."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
