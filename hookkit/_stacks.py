@@ -10,7 +10,6 @@ per request that runs past the threshold.
 
 from __future__ import annotations
 
-import io
 import sys
 import threading
 import traceback
@@ -37,15 +36,26 @@ def scope_stack(scope: RequestScope) -> str | None:
         frame: FrameType | None = getattr(task, "gr_frame", None)  # a greenlet
         if frame is not None:
             return "".join(traceback.format_stack(frame))
-        print_stack = getattr(task, "print_stack", None)  # an asyncio task
-        if print_stack is not None:
-            out = io.StringIO()
-            print_stack(file=out)
-            return out.getvalue()
+        get_coro = getattr(task, "get_coro", None)  # an asyncio task
+        if get_coro is not None:
+            return _coroutine_stack(get_coro())
     frame = sys._current_frames().get(scope.thread_id)
     if frame is None:
         return None
     return "".join(traceback.format_stack(frame))
+
+
+def _coroutine_stack(coro: object) -> str | None:
+    """The await chain of a suspended coroutine, outermost first. A suspended
+    coroutine's frame has no ``f_back``: the chain is in ``cr_await``."""
+    lines: list[str] = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        lines.extend(traceback.format_stack(frame))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return "".join(lines) or None
 
 
 class Watchdog:
