@@ -13,9 +13,9 @@ from hookkit.hooks import (
     post_worker_init,
     pre_fork,
     pre_request,
+    when_ready,
     worker_abort,
     worker_exit,
-    when_ready,
 )
 from hookkit.hooks import post_fork as hookkit_post_fork
 
@@ -40,7 +40,17 @@ post_fork = hookkit.chain("post_fork", hookkit_post_fork, my_post_fork)
 # gunicorn reads the hooks as this module's names; __all__ tells linters the
 # imports above are used.
 __all__ = [
-    "child_exit", "nworkers_changed", "on_exit", "on_reload", "on_starting", "post_fork",
-    "post_request", "post_worker_init", "pre_fork", "pre_request", "when_ready",
-    "worker_abort", "worker_exit",
+    "child_exit",
+    "nworkers_changed",
+    "on_exit",
+    "on_reload",
+    "on_starting",
+    "post_fork",
+    "post_request",
+    "post_worker_init",
+    "pre_fork",
+    "pre_request",
+    "when_ready",
+    "worker_abort",
+    "worker_exit",
 ]

@@ -15,7 +15,8 @@ from __future__ import annotations
 from hookkit._chain import chain
 from hookkit._events import Event, Sink
 from hookkit._hooks import CORE_HOOKS, DIRTY_HOOKS, HOOKS, HookSpec
-from hookkit._runtime import RUNTIME, __version__
+from hookkit._runtime import RUNTIME as _RUNTIME
+from hookkit._runtime import __version__
 from hookkit._settings import SETTINGS, ConfigError, Settings
 
 
@@ -26,7 +27,7 @@ def configure(**settings: object) -> Settings:
     Raises ConfigError naming a bad setting. Returns the effective settings.
     """
     effective = Settings.load().replace(**settings)
-    RUNTIME.configure(effective)
+    _RUNTIME.configure(effective)
     return effective
 
 

@@ -223,10 +223,13 @@ def classify(
         return ExitReason("max_requests", exit_code)
     if signum is not None and kind == EXIT_NONE:
         # Died by a signal without running its exit path. The master sends
-        # SIGKILL only to a timed-out worker (above) or at the end of stop().
-        by_master = context.stopping and signum == signal.SIGKILL
-        if by_master:
+        # SIGKILL only to a timed-out worker (above) or at the end of stop();
+        # a stop signal that kills outright (the worker had not installed its
+        # handlers yet) is judged by who would have sent it.
+        if signum == signal.SIGKILL and context.stopping:
             return ExitReason("shutdown", None, signame, True)
+        if signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
+            return _asked_to_stop(signum, None, context)
         return ExitReason("killed", None, signame, False)
     if kind == EXIT_NORMAL or (kind == EXIT_NONE and exit_code == 0):
         return _asked_to_stop(signal_received, exit_code, context)

@@ -82,7 +82,11 @@ HOOKS: tuple[HookSpec, ...] = (
         "after the worker processed a request, whatever the outcome",
     ),
     HookSpec(
-        "child_exit", ("server", "worker"), "master", "just after a worker exited and was reaped"
+        "child_exit",
+        ("server", "worker"),
+        "master",
+        "just after a worker exited and was reaped",
+        since=(19, 7),
     ),
     HookSpec(
         "worker_exit",

@@ -23,6 +23,13 @@ from hookkit._events import REQUEST_FINISHED, Event
 from hookkit._settings import Settings
 
 LOGGER_NAME = "hookkit"
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 _MARK = "_hookkit"  # attribute on the handlers hookkit added, so a reload replaces them
 
 _SHARED_PROCESSORS: list[Any] = [
@@ -113,10 +120,15 @@ class LogSink:
     def __init__(self, settings: Settings) -> None:
         self.access_log = settings.access_log
         self._log = get_logger()
+        self._stdlib = stdlib_logger()
 
     def handle(self, event: Event) -> None:
         """Write ``event`` as one log line."""
         if event.name == REQUEST_FINISHED and not self.access_log:
+            return
+        # Checked here so a filtered event (request_started below debug) costs
+        # no processor run: this is on every request's path.
+        if not self._stdlib.isEnabledFor(_LEVELS[event.level]):
             return
         method: Callable[..., Any] = getattr(self._log, event.level)
         method(event.name, hook=event.hook, **event.fields)
@@ -125,7 +137,8 @@ class LogSink:
 # gunicorn's Arbiter.reap_workers logs each abnormal exit status just before
 # it calls child_exit. gunicorn 27 passes the pid and signal name as args,
 # 25 and 26 format them into the message first, so the rendered text is read.
-_SIGNAL_LINE = re.compile(r"^Worker \(pid:(\d+)\) was sent (\w+)!")
+# A signal with no name is logged as "signal N".
+_SIGNAL_LINE = re.compile(r"^Worker \(pid:(\d+)\) was sent (SIG\w+|signal (\d+))!")
 _EXIT_CODE_LINE = re.compile(r"^Worker \(pid:(\d+)\) exited with code (-?\d+)\.")
 
 ExitStatusListener = Callable[[int, "int | None", "int | None"], None]
@@ -150,7 +163,7 @@ def note_reap_line(msg: object, args: tuple[object, ...]) -> None:
     if match := _SIGNAL_LINE.match(text):
         import signal
 
-        number = getattr(signal, match.group(2), None)
+        number = int(match.group(3)) if match.group(3) else getattr(signal, match.group(2), None)
         if isinstance(number, int):
             listener(int(match.group(1)), None, number)
     elif match := _EXIT_CODE_LINE.match(text):

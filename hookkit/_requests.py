@@ -107,7 +107,10 @@ def resolve_status(resp: object | None, exc: BaseException | None) -> tuple[int 
     when ``post_request`` runs (``sys.exc_info()``), if any:
 
     - no exception: the response's status (ASGI already reports the 500 it
-      sent for an app that raised);
+      sent for an app that raised); with no response object either (the ASGI
+      worker passes ``resp=None`` when the logger class reports the access
+      log off, which hookkit's logger class never does) the status is not
+      known and stays None;
     - an exception before the headers were sent: gunicorn answers the client
       itself, 500 (400 for a request it could not parse), whatever status the
       app passed to ``start_response``;
@@ -119,8 +122,9 @@ def resolve_status(resp: object | None, exc: BaseException | None) -> tuple[int 
     status = _status_code(getattr(resp, "status", None)) if resp is not None else None
     if exc is None:
         if status is None:
-            return None, "no_response"
-        return status, "http_error" if status >= 500 else None
+            return None, None
+        # OpenTelemetry's convention: a 5xx with no exception has the status code as its error type
+        return status, str(status) if status >= 500 else None
     if isinstance(exc, StopIteration) and exc.__context__ is not None:
         exc = exc.__context__
     error_type = _error_type(exc)

@@ -53,6 +53,8 @@ def parse_seconds_or_off(value: object) -> float | None:
         seconds = float(text)
     except ValueError:
         raise ValueError("expected a positive number of seconds, or off") from None
+    if seconds == 0:
+        return None
     if not seconds > 0 or seconds == float("inf"):
         raise ValueError("expected a positive number of seconds, or off")
     return seconds
@@ -75,6 +77,7 @@ class SettingSpec:
     default: object
     accepted: str
     desc: str
+    unset: str = "off"  # how `hookkit check` shows no value
 
     @property
     def env(self) -> str:
@@ -119,6 +122,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "a path to a gunicorn config file",
         "The user's gunicorn config that the drop-in applies "
         "(default: ./gunicorn.conf.py when it exists).",
+        unset="(none)",
     ),
 )
 
@@ -197,12 +201,12 @@ class Settings:
 
     def as_rows(self) -> list[tuple[str, str]]:
         """(environment variable, effective value) pairs, for ``hookkit check``."""
-        return [(spec.env, _show(getattr(self, spec.attr))) for spec in SETTINGS]
+        return [(spec.env, _show(getattr(self, spec.attr), spec.unset)) for spec in SETTINGS]
 
 
-def _show(value: object) -> str:
+def _show(value: object, unset: str) -> str:
     if value is None:
-        return "off"
+        return unset
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)

@@ -18,102 +18,102 @@ from __future__ import annotations
 
 from typing import Any
 
-from hookkit._runtime import RUNTIME
+from hookkit._runtime import RUNTIME as _RUNTIME
 
 
 def on_starting(server: Any) -> None:
     """Master: just before the master is initialized, before the listeners open."""
-    RUNTIME.on_starting(server)
+    _RUNTIME.on_starting(server)
 
 
 def on_reload(server: Any) -> None:
     """Master: on SIGHUP, after the configuration was reloaded, before new workers spawn."""
-    RUNTIME.on_reload(server)
+    _RUNTIME.on_reload(server)
 
 
 def when_ready(server: Any) -> None:
     """Master: just after the server is started and listening."""
-    RUNTIME.when_ready(server)
+    _RUNTIME.when_ready(server)
 
 
 def pre_fork(server: Any, worker: Any) -> None:
     """Master: just before a worker is forked."""
-    RUNTIME.pre_fork(server, worker)
+    _RUNTIME.pre_fork(server, worker)
 
 
 def post_fork(server: Any, worker: Any) -> None:
     """Worker: just after a worker is forked, before the app is loaded."""
-    RUNTIME.post_fork(server, worker)
+    _RUNTIME.post_fork(server, worker)
 
 
 def post_worker_init(worker: Any) -> None:
     """Worker: just after the worker loaded the application."""
-    RUNTIME.post_worker_init(worker)
+    _RUNTIME.post_worker_init(worker)
 
 
 def worker_int(worker: Any) -> None:
     """Worker: when the worker receives SIGINT or SIGQUIT."""
-    RUNTIME.worker_int(worker)
+    _RUNTIME.worker_int(worker)
 
 
 def worker_abort(worker: Any) -> None:
     """Worker: when the worker receives SIGABRT: the master timed it out."""
-    RUNTIME.worker_abort(worker)
+    _RUNTIME.worker_abort(worker)
 
 
 def pre_exec(server: Any) -> None:
     """Re-exec child: on SIGUSR2, in the forked child just before it executes the new master."""
-    RUNTIME.pre_exec(server)
+    _RUNTIME.pre_exec(server)
 
 
 def pre_request(worker: Any, req: Any) -> None:
     """Worker: just before the worker processes a request."""
-    RUNTIME.pre_request(worker, req)
+    _RUNTIME.pre_request(worker, req)
 
 
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     """Worker: after the worker processed a request, whatever the outcome."""
-    RUNTIME.post_request(worker, req, environ, resp)
+    _RUNTIME.post_request(worker, req, environ, resp)
 
 
 def child_exit(server: Any, worker: Any) -> None:
     """Master: just after a worker exited and was reaped."""
-    RUNTIME.child_exit(server, worker)
+    _RUNTIME.child_exit(server, worker)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Worker: as a worker exits (also in the master when a worker vanished before a kill)."""
-    RUNTIME.worker_exit(server, worker)
+    _RUNTIME.worker_exit(server, worker)
 
 
 def nworkers_changed(server: Any, new_value: Any, old_value: Any) -> None:
     """Master: when the number of workers changes (old_value is None the first time)."""
-    RUNTIME.nworkers_changed(server, new_value, old_value)
+    _RUNTIME.nworkers_changed(server, new_value, old_value)
 
 
 def on_exit(server: Any) -> None:
     """Master: just before the master exits."""
-    RUNTIME.on_exit(server)
+    _RUNTIME.on_exit(server)
 
 
 def on_dirty_starting(arbiter: Any) -> None:
     """Dirty arbiter: just before the dirty arbiter is initialized."""
-    RUNTIME.on_dirty_starting(arbiter)
+    _RUNTIME.on_dirty_starting(arbiter)
 
 
 def dirty_post_fork(arbiter: Any, worker: Any) -> None:
     """Dirty arbiter: just after a dirty worker is forked, in the dirty arbiter."""
-    RUNTIME.dirty_post_fork(arbiter, worker)
+    _RUNTIME.dirty_post_fork(arbiter, worker)
 
 
 def dirty_worker_init(worker: Any) -> None:
     """Dirty worker: just after a dirty worker initialized its applications."""
-    RUNTIME.dirty_worker_init(worker)
+    _RUNTIME.dirty_worker_init(worker)
 
 
 def dirty_worker_exit(arbiter: Any, worker: Any) -> None:
     """Dirty arbiter: when a dirty worker has exited."""
-    RUNTIME.dirty_worker_exit(arbiter, worker)
+    _RUNTIME.dirty_worker_exit(arbiter, worker)
 
 
 __all__ = [

@@ -57,6 +57,7 @@ add_timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
 """Add ``timestamp``: ISO-8601 in UTC."""
 
 __all__ = [
+    "EventDict",
     "add_pid",
     "add_timestamp",
     "add_worker_info",

@@ -23,8 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from hookkit._events import Event
-from hookkit._runtime import RUNTIME, Runtime
+from hookkit._events import Event as _Event
+from hookkit._runtime import RUNTIME as _RUNTIME
+from hookkit._runtime import Runtime as _Runtime
 
 
 @dataclass
@@ -129,15 +130,15 @@ class CapturingSink:
     name = "capture"
 
     def __init__(self) -> None:
-        self.events: list[Event] = []
+        self.events: list[_Event] = []
 
-    def handle(self, event: Event) -> None:
+    def handle(self, event: _Event) -> None:
         """Keep ``event``."""
         self.events.append(event)
 
 
 @contextmanager
-def capture_events(runtime: Runtime = RUNTIME) -> Iterator[list[Event]]:
+def capture_events(runtime: _Runtime = _RUNTIME) -> Iterator[list[_Event]]:
     """Capture the events hookkit's hooks emit inside the block, instead of
     logging them; the runtime's sinks are restored afterwards."""
     sink = CapturingSink()

@@ -12,7 +12,12 @@ from tests.conftest import clean_env
 def hookkit(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hookkit", *args],
-        cwd=cwd, capture_output=True, text=True, env=clean_env(**env), timeout=60, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=clean_env(**env),
+        timeout=60,
+        check=False,
     )
 
 
@@ -40,9 +45,13 @@ def test_check_prints_effective_settings(tmp_path):
     (tmp_path / "gunicorn.conf.py").write_text("hookkit_access_log = 'yes'\n")
     done = hookkit("check", cwd=tmp_path, HOOKKIT_LOG_FORMAT="console")
     assert 0 == done.returncode, done.stderr
-    rows = dict(line.split(None, 1) for line in done.stdout.splitlines() if line.startswith("HOOKKIT_"))
+    rows = dict(
+        line.split(None, 1) for line in done.stdout.splitlines() if line.startswith("HOOKKIT_")
+    )
     assert ("on", "console", "on", "off") == (
-        rows["HOOKKIT_LOGS"], rows["HOOKKIT_LOG_FORMAT"], rows["HOOKKIT_ACCESS_LOG"],
+        rows["HOOKKIT_LOGS"],
+        rows["HOOKKIT_LOG_FORMAT"],
+        rows["HOOKKIT_ACCESS_LOG"],
         rows["HOOKKIT_SLOW_REQUEST_SECONDS"],
     )
     assert str(tmp_path / "gunicorn.conf.py") in done.stdout

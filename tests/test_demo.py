@@ -15,7 +15,11 @@ from tests.conftest import clean_env
 def run_demo(*args: str) -> tuple[int, dict]:
     done = subprocess.run(
         [sys.executable, "-m", "hookkit", "demo", "--json", *args],
-        capture_output=True, text=True, timeout=120, env=clean_env(), check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        check=False,
     )
     return done.returncode, json.loads(done.stdout)
 
@@ -25,20 +29,18 @@ def test_demo_fires_every_core_hook():
     Server Hooks docs as fired with the sync worker; no step failed."""
     code, report = run_demo()
     assert [] == [s for s in report["steps"] if not s["ok"]]
-    assert {name: True for name in CORE_HOOKS} == {
+    assert dict.fromkeys(CORE_HOOKS, True) == {
         name: report["hooks"][name]["fired"] for name in CORE_HOOKS
     }
     assert (0, True, []) == (code, report["ok"], report["missing"])
     assert report["seconds"] < 60
 
 
-@pytest.mark.skipif(
-    not DIRTY_HOOKS, reason="the dirty-worker hooks need gunicorn 25 or newer"
-)
+@pytest.mark.skipif(not DIRTY_HOOKS, reason="the dirty-worker hooks need gunicorn 25 or newer")
 def test_demo_dirty_fires_the_dirty_worker_hooks():
     """`hookkit demo --dirty --json` also fires the four dirty-worker hooks."""
     code, report = run_demo("--dirty")
-    assert {name: True for name in DIRTY_HOOKS} == {
+    assert dict.fromkeys(DIRTY_HOOKS, True) == {
         name: report["hooks"][name]["fired"] for name in DIRTY_HOOKS
     }
     assert (0, True) == (code, report["ok"])
@@ -48,10 +50,15 @@ def test_demo_table_lists_every_hook():
     """Without --json the tour streams events and ends with the table."""
     done = subprocess.run(
         [sys.executable, "-m", "hookkit", "demo"],
-        capture_output=True, text=True, timeout=120, env=clean_env(), check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        check=False,
     )
     assert 0 == done.returncode, done.stdout[-2000:]
     table = done.stdout.split("\nhook ", 1)[1]
     for name in (*CORE_HOOKS, *DIRTY_HOOKS):
         assert f"\n{name} " in table
-    assert "worker_exited" in done.stdout and "reason=timeout" in done.stdout
+    assert "worker_exited" in done.stdout
+    assert "reason=timeout" in done.stdout

@@ -28,7 +28,11 @@ def post_fork(server, worker):
 
 
 def user_lines(server, marker):
-    return [line for line in server.events() if line.get("raw", "").startswith(f"user-post-fork {marker}")]
+    return [
+        line
+        for line in server.events()
+        if line.get("raw", "").startswith(f"user-post-fork {marker}")
+    ]
 
 
 def write_user_config(directory: Path, workers: int, marker: str) -> Path:
@@ -42,7 +46,10 @@ def dropin(request, tmp_path: Path) -> str:
     """Each form of the drop-in: the module, and the file `hookkit init` writes."""
     if request.param == "hookkit.conf":
         done = subprocess.run(
-            [sys.executable, "-m", "hookkit", "init"], cwd=tmp_path, capture_output=True, check=False
+            [sys.executable, "-m", "hookkit", "init"],
+            cwd=tmp_path,
+            capture_output=True,
+            check=False,
         )
         assert 0 == done.returncode, done.stderr
     return request.param
@@ -59,7 +66,8 @@ def test_user_config_settings_and_hooks_are_kept(serve, tmp_path, dropin):
     time.sleep(0.3)
     assert 3 == len(server.events(match(event="worker_booted")))
     assert sorted(b["worker_pid"] for b in booted) == sorted(
-        int(line["raw"].split()[-1]) for line in user_lines(server, "v1"))
+        int(line["raw"].split()[-1]) for line in user_lines(server, "v1")
+    )
 
 
 def test_hookkit_gunicorn_config_names_the_user_config(serve, tmp_path):
@@ -153,7 +161,10 @@ def test_user_logger_class_is_kept_and_start_up_says_so(serve, tmp_path):
     (tmp_path / "gunicorn.conf.py").write_text('logger_class = "gunicorn.glogging.Logger"\n')
     server = serve("apps.wsgi:app", "-w", "1")
     starting = server.wait_for(match(event="master_starting"))[0]
-    assert ("gunicorn.glogging.Logger", "warning") == (starting["gunicorn_logger"], starting["level"])
+    assert ("gunicorn.glogging.Logger", "warning") == (
+        starting["gunicorn_logger"],
+        starting["level"],
+    )
     assert "logger_class" in starting["note"]
     # gunicorn's own lines keep gunicorn's text format
     assert any("Listening at" in line.get("raw", "") for line in server.events())
@@ -182,7 +193,9 @@ def test_statsd_keeps_working(serve):
         while b"gunicorn.requests" not in b"".join(packets) and time.monotonic() < deadline:
             packets.add(udp.recv(4096))
         assert b"gunicorn.requests:1|c" in b"\n".join(packets)
-    assert server.events(match(event="master_starting"))[0]["gunicorn_logger"].endswith("StatsdLogger")
+    assert server.events(match(event="master_starting"))[0]["gunicorn_logger"].endswith(
+        "StatsdLogger"
+    )
 
 
 def test_user_logconfig_dict_owns_gunicorn_lines(serve, tmp_path):

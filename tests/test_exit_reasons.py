@@ -29,7 +29,10 @@ def test_sigkill_is_killed_not_sent_by_master(serve):
     os.kill(pid, signal.SIGKILL)
     line = server.wait_for(match(event="worker_exited", worker_pid=pid))[0]
     assert ("killed", "SIGKILL", False) == (
-        line["reason"], line["signal"], line["signal_sent_by_master"])
+        line["reason"],
+        line["signal"],
+        line["signal_sent_by_master"],
+    )
     assert "child_exit" == line["hook"]
 
 
@@ -40,7 +43,10 @@ def test_sigterm_from_outside_is_killed(serve):
     os.kill(pid, signal.SIGTERM)
     line = server.wait_for(match(event="worker_exited", worker_pid=pid))[0]
     assert ("killed", "SIGTERM", False) == (
-        line["reason"], line["signal"], line["signal_sent_by_master"])
+        line["reason"],
+        line["signal"],
+        line["signal_sent_by_master"],
+    )
 
 
 def test_timeout_is_timeout_with_the_stuck_stack(serve):
@@ -145,7 +151,10 @@ def test_worker_interrupt_logs_worker_int(serve, reason_signal):
     server.wait_for(match(event="worker_interrupted", worker_pid=pid))
     line = server.wait_for(match(event="worker_exited", worker_pid=pid))[0]
     assert ("killed", reason_signal, False) == (
-        line["reason"], line["signal"], line["signal_sent_by_master"])
+        line["reason"],
+        line["signal"],
+        line["signal_sent_by_master"],
+    )
 
 
 def test_each_exit_is_logged_once_with_uptime_and_requests(serve):

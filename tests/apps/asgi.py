@@ -27,6 +27,11 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"first chunk\n", "more_body": True})
         raise RuntimeError("in the middle of the body")
     body = b"hello\n"
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
