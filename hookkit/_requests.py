@@ -37,6 +37,9 @@ class RequestScope:
     # is one: the slow-request watchdog reads its stack.
     task: object | None = None
     slow_reported: bool = False
+    # An exception gunicorn logged while handling this request: the ASGI
+    # worker catches the app's exception before post_request runs.
+    error: BaseException | None = None
 
     def elapsed(self) -> float:
         """Seconds since ``pre_request``."""
@@ -72,8 +75,17 @@ class InFlight:
         self.scopes[id(req)] = scope
         return scope
 
+    def current(self) -> RequestScope | None:
+        """The scope of the request this greenlet, task or thread is running."""
+        task = _current_task()
+        ident = threading.get_ident()
+        for scope in self.snapshot():
+            if scope.task is task if task is not None else scope.thread_id == ident:
+                return scope
+        return None
+
     def finish(
-        self, req: object, resp: object | None
+        self, req: object, resp: object | None, answers_system_exit: bool = True
     ) -> tuple[RequestScope, RequestOutcome] | None:
         """Close the scope of ``req`` (from ``post_request``).
 
@@ -86,7 +98,9 @@ class InFlight:
         if scope is None:
             return None
         duration = scope.elapsed()
-        status, error_type = resolve_status(resp, sys.exc_info()[1])
+        status, error_type = resolve_status(
+            resp, sys.exc_info()[1] or scope.error, answers_system_exit
+        )
         sent = getattr(resp, "sent", None) if resp is not None else None
         return scope, RequestOutcome(
             status=status,
@@ -100,40 +114,56 @@ class InFlight:
         return list(self.scopes.values())
 
 
-def resolve_status(resp: object | None, exc: BaseException | None) -> tuple[int | None, str | None]:
+def resolve_status(
+    resp: object | None,
+    exc: BaseException | None,
+    answers_system_exit: bool = True,
+) -> tuple[int | None, str | None]:
     """The status the client received and the error type, if the request failed.
 
     ``exc`` is the exception propagating through the worker's ``finally``
-    when ``post_request`` runs (``sys.exc_info()``), if any:
+    when ``post_request`` runs (``sys.exc_info()``), or the one gunicorn
+    logged for this request (the ASGI worker catches the app's exception
+    before ``post_request``), if any:
 
-    - no exception: the response's status (ASGI already reports the 500 it
-      sent for an app that raised); with no response object either (the ASGI
+    - no exception: the response's status; a 5xx has its status code as the
+      error type, as OpenTelemetry does. With no response object (the ASGI
       worker passes ``resp=None`` when the logger class reports the access
       log off, which hookkit's logger class never does) the status is not
       known and stays None;
-    - an exception before the headers were sent: gunicorn answers the client
-      itself, 500 (400 for a request it could not parse), whatever status the
-      app passed to ``start_response``;
-    - an exception after the headers were sent: the client got the app's
-      status and a truncated body; the error type is the app's exception
-      (gunicorn re-raises it as StopIteration to close the connection);
+    - the ASGI worker's response (it has no ``headers_sent``) already holds
+      what the client got: the app's status, or the 500 gunicorn sent for
+      an app that raised before it started the response;
+    - a WSGI exception before the headers were sent: gunicorn answers the
+      client itself, 500 (400 for a request it could not parse), whatever
+      status the app passed to ``start_response``; except for the SystemExit
+      of a timeout abort, which only the sync worker answers with a 500
+      (``answers_system_exit``), the others close the connection;
+    - a WSGI exception after the headers were sent: the client got the
+      app's status and a truncated body; the error type is the app's
+      exception (gunicorn re-raises it as StopIteration to close the
+      connection);
+    - a StopIteration with no exception behind it is how the async workers
+      close a connection after a good response: no error;
     - a connection error (OSError): the client is gone and received nothing.
     """
     status = _status_code(getattr(resp, "status", None)) if resp is not None else None
+    if isinstance(exc, StopIteration):
+        exc = exc.__context__
     if exc is None:
         if status is None:
             return None, None
-        # OpenTelemetry's convention: a 5xx with no exception has the status code as its error type
         return status, str(status) if status >= 500 else None
-    if isinstance(exc, StopIteration) and exc.__context__ is not None:
-        exc = exc.__context__
     error_type = _error_type(exc)
     if isinstance(exc, OSError):
         return None, error_type
-    if resp is not None and getattr(resp, "headers_sent", False):
+    headers_sent = getattr(resp, "headers_sent", None) if resp is not None else False
+    if headers_sent is None or headers_sent:  # ASGI, or WSGI after the headers went out
         return status, error_type
     if isinstance(exc, ParseException):
         return 400, error_type
+    if isinstance(exc, SystemExit) and not answers_system_exit:
+        return None, error_type
     return 500, error_type
 
 

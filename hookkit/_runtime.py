@@ -91,6 +91,7 @@ class Runtime:
         self.scale_down_pending = 0
         self.stopping = False
         # worker
+        self.answers_system_exit = True  # see _requests.resolve_status
         self.record: WorkerRecord | None = None
         self.aborting = False
         self.watchdog: Watchdog | None = None
@@ -270,6 +271,7 @@ class Runtime:
     def post_worker_init(self, worker: Any) -> None:
         now = time.monotonic()
         fields: dict[str, object] = {"worker_class": type(worker).__name__}
+        self.answers_system_exit = _answers_system_exit(worker)
         if self.record is not None:
             self.record.booted_at = now
             if self.record.forked_at:
@@ -373,7 +375,7 @@ class Runtime:
 
     @_guarded
     def post_request(self, worker: Any, req: Any, environ: Any, resp: Any) -> None:
-        finished = self.in_flight.finish(req, resp)
+        finished = self.in_flight.finish(req, resp, self.answers_system_exit)
         if finished is None:
             return
         scope, outcome = finished
@@ -392,6 +394,15 @@ class Runtime:
             response_bytes=outcome.response_bytes,
             error_type=error_type,
         )
+
+    def note_request_error(self, exc: BaseException | None) -> None:
+        """gunicorn logged ``exc`` while handling the current request (called
+        by hookkit's logger class from ``exception()``)."""
+        if exc is None or not self.in_flight.scopes:
+            return
+        scope = self.in_flight.current()
+        if scope is not None and scope.error is None:
+            scope.error = exc
 
     def _report_slow(self, scope: RequestScope, stack: str | None) -> None:
         self.emit(
@@ -438,6 +449,16 @@ class Runtime:
             dirty_worker_pid=worker.pid,
             dirty_worker_age=getattr(worker, "age", None),
         )
+
+
+def _answers_system_exit(worker: Any) -> bool:
+    """Whether the worker class answers a request aborted by the timeout with
+    a 500: gunicorn's sync worker catches every BaseException in handle() and
+    writes the error page; gevent swallows the SystemExit and gthread lets it
+    end the worker, so their clients get no response."""
+    from gunicorn.workers.sync import SyncWorker
+
+    return isinstance(worker, SyncWorker)
 
 
 RUNTIME = Runtime()

@@ -20,6 +20,7 @@ What it adds to gunicorn's logger:
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from gunicorn import glogging
@@ -67,6 +68,12 @@ class Logger(glogging.Logger):  # type: ignore[misc]
         """gunicorn's access line, only when gunicorn's settings ask for it."""
         if self._gunicorn_access_wanted:
             super().access(resp, req, environ, request_time)
+
+    def exception(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """gunicorn logs a request's error here: note it for the access event
+        (the ASGI worker catches the app's exception before post_request)."""
+        RUNTIME.note_request_error(sys.exc_info()[1])
+        super().exception(msg, *args, **kwargs)
 
     def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
         _logging.note_reap_line(msg, args)

@@ -131,12 +131,40 @@ def test_plain_exception_after_headers() -> None:
     assert expected == resolve_status(resp, RuntimeError("late"))
 
 
-def test_bare_stop_iteration_is_reported_as_itself() -> None:
-    """A StopIteration with no context is the exception itself."""
+def test_bare_stop_iteration_is_no_error() -> None:
+    """A StopIteration with no exception behind it is how gunicorn's async
+    workers close the connection after a good response
+    (base_async.handle_request): the request did not fail."""
     resp = FakeResponse("200 OK", headers_sent=True)
 
-    expected = (200, "StopIteration")
+    expected = (200, None)
     assert expected == resolve_status(resp, StopIteration())
+
+
+class AsgiResponse:
+    """gunicorn's ASGIResponseInfo: a status, bytes sent, no headers_sent."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.sent = 0
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"), [(200, (200, "RuntimeError")), (500, (500, "RuntimeError"))]
+)
+def test_asgi_response_holds_what_the_client_got(status, expected) -> None:
+    """The ASGI worker's response already says what the client got (the app's
+    status for a body cut short, gunicorn's 500 when the response never
+    started); the exception gunicorn logged gives the error type."""
+    assert expected == resolve_status(AsgiResponse(status), RuntimeError("x"))
+
+
+def test_timeout_abort_without_a_500_page_is_no_status() -> None:
+    """A request aborted by the timeout (SystemExit) before its headers: only
+    the sync worker writes a 500; for the others the client gets nothing."""
+    resp = FakeResponse(None, headers_sent=False)
+    assert (500, "SystemExit") == resolve_status(resp, SystemExit(1), answers_system_exit=True)
+    assert (None, "SystemExit") == resolve_status(resp, SystemExit(1), answers_system_exit=False)
 
 
 # -- resolve_status: a connection error ----------------------------------------
