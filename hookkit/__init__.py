@@ -16,8 +16,8 @@ from hookkit._chain import chain
 from hookkit._events import Event, Sink
 from hookkit._hooks import CORE_HOOKS, DIRTY_HOOKS, HOOKS, HookSpec
 from hookkit._runtime import RUNTIME as _RUNTIME
-from hookkit._runtime import __version__
 from hookkit._settings import SETTINGS, ConfigError, Settings
+from hookkit._version import __version__
 
 
 def configure(**settings: object) -> Settings:

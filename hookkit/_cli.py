@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from hookkit._dropin import CONFIG_FILE_TEXT, read_user_config, user_config_path
-from hookkit._runtime import __version__
 from hookkit._settings import ConfigError, Settings
+from hookkit._version import __version__
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ graceful_timeout = 3
 max_requests = {max_requests}
 max_requests_jitter = 0
 loglevel = "debug"
-# gunicorn 27 opens a control socket at a fixed path in the home directory;
+# gunicorn 25.1+ opens a control socket at a fixed path in the home directory;
 # the tour's USR2 runs two masters at once, so it stays off.
 control_socket_disable = True
 hookkit_access_log = True
@@ -76,6 +76,7 @@ class Tour:
     out: TextIO | None = sys.stdout
     steps: list[dict[str, Any]] = field(default_factory=list)
     masters: list[int] = field(default_factory=list)
+    metrics_port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def show(self, text: str) -> None:
@@ -134,14 +135,18 @@ def run_tour(dirty: bool = False, out: TextIO | None = sys.stdout) -> dict[str, 
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKKIT_")}
         env["HOOKKIT_GUNICORN_CONFIG"] = config_path
         env["HOOKKIT_LOG_FORMAT"] = "json"
+        metrics_port = free_port()
+        env["HOOKKIT_METRICS_BIND"] = f"127.0.0.1:{metrics_port}"
         server = Gunicorn(
             ["-c", "python:hookkit.conf", "hookkit.demo_app:app"],
             env=env,
             cwd=workdir,
             on_line=tour.on_line,
         )
+        tour.metrics_port = metrics_port
         tour.show(
-            f"hookkit demo: gunicorn on http://127.0.0.1:{port} (sync worker, "
+            f"hookkit demo: gunicorn on http://127.0.0.1:{port}, metrics on "
+            f"http://127.0.0.1:{metrics_port}/metrics (sync worker, "
             f"timeout {TIMEOUT}s, max_requests {MAX_REQUESTS})"
         )
         server.start()
@@ -196,6 +201,18 @@ class _Driver:
         if self.tour.dirty:
             assert http_get(self.port, "/dirty")[0] == 200
         self.server.wait_for(match(event="request_finished"), count=6)
+        self.show_metrics()
+
+    def show_metrics(self) -> None:
+        """Scrape /metrics and show the request count hookkit exported."""
+        status, body = http_get(self.tour.metrics_port, "/metrics")
+        assert status == 200, f"/metrics answered {status}"
+        count = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in body.decode().splitlines()
+            if line.startswith("http_server_request_duration_seconds_count")
+        )
+        self.tour.show(f"    /metrics: http_server_request_duration_seconds_count = {count:g}")
 
     def ttin(self) -> None:
         booted = len(self.server.events(match(event="worker_booted")))
@@ -252,6 +269,7 @@ class _Driver:
         os.kill(old, signal.SIGTERM)
         self.server.wait_for(match(event="master_exiting", master_pid=old), timeout=15)
         assert http_get(self.port, "/")[0] == 200, "the new master does not serve"
+        self.show_metrics()
 
     def shutdown(self) -> None:
         master = self.tour.masters[-1]

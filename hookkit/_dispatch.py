@@ -8,10 +8,11 @@ since the failing sink may be the log sink itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from hookkit._events import Event, Sink
 
@@ -25,6 +26,9 @@ class Dispatcher:
         self.sinks: tuple[Sink, ...] = tuple(sinks)
         self.errors: dict[str, int] = {}
         self._last_report: dict[str, float] = {}
+        # Called with the failing sink's name on every error (the metrics
+        # sink counts them in hookkit_sink_errors_total); must not raise.
+        self.on_error: Callable[[str], None] | None = None
 
     def emit(self, event: Event) -> None:
         """Give ``event`` to every sink; never raises."""
@@ -32,15 +36,19 @@ class Dispatcher:
             try:
                 sink.handle(event)
             except Exception as exc:
-                self.failed(f"sink {sink.name!r}", f"on {event.name}", exc)
+                self.failed(sink.name, f"on {event.name}", exc, label=f"sink {sink.name!r}")
 
     def internal_error(self, hook: str, exc: BaseException) -> None:
         """hookkit's own handling of ``hook`` raised: count and report it."""
         self.failed("hookkit", f"in {hook}", exc)
 
-    def failed(self, who: str, where: str, exc: BaseException) -> None:
-        """Count an error of ``who``; report it unless reported in the last minute."""
+    def failed(self, who: str, where: str, exc: BaseException, label: str | None = None) -> None:
+        """Count an error of ``who`` (a sink's name, or ``hookkit``); report
+        it unless reported in the last minute."""
         self.errors[who] = self.errors.get(who, 0) + 1
+        if self.on_error is not None:
+            with contextlib.suppress(Exception):  # counting must not fail the caller
+                self.on_error(who)
         now = time.monotonic()
         last = self._last_report.get(who)
         if last is not None and now - last < ERROR_REPORT_INTERVAL:
@@ -48,7 +56,7 @@ class Dispatcher:
         self._last_report[who] = now
         try:
             sys.stderr.write(
-                f"hookkit: {who} failed {where} in pid {os.getpid()}: "
+                f"hookkit: {label or who} failed {where} in pid {os.getpid()}: "
                 f"{type(exc).__name__}: {exc} ({self.errors[who]} errors so far; "
                 f"reported at most once a minute)\n"
             )

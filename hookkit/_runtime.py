@@ -41,11 +41,12 @@ from hookkit._exits import (
     WorkerRecord,
     classify,
 )
+from hookkit._metrics import route_from_environ
+from hookkit._prometheus import Prometheus
 from hookkit._requests import InFlight, RequestScope
-from hookkit._settings import Settings
+from hookkit._settings import ConfigError, Settings
 from hookkit._stacks import Watchdog, scope_stack, thread_stacks
-
-__version__ = "0.1.0"
+from hookkit._version import __version__
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -95,6 +96,7 @@ class Runtime:
         self.record: WorkerRecord | None = None
         self.aborting = False
         self.watchdog: Watchdog | None = None
+        self.prometheus = Prometheus()
 
     # -- configuration -----------------------------------------------------
 
@@ -106,6 +108,8 @@ class Runtime:
         sinks: list[Sink] = []
         if settings.logs:
             sinks.append(_logging.LogSink(settings))
+        if settings.metrics and self.prometheus.sink is not None:
+            sinks.append(self.prometheus.sink)
         sinks.extend(extra_sinks)
         self.dispatcher.sinks = tuple(sinks)
         _logging.ensure_stderr_handler(settings)
@@ -128,6 +132,8 @@ class Runtime:
         self.stopping = False
         _logging.set_exit_status_listener(self._note_exit_status)
         self._watch_stop(server)
+        if self.settings.metrics and self.prometheus.sink is None:
+            self._start_metrics(server)
         logger_class = type(server.log)
         ours = logger_class.__module__ == "hookkit.glogging"
         fields: dict[str, object] = {
@@ -145,6 +151,18 @@ class Runtime:
                 "worker_exited reasons may be 'unknown'"
             )
         self.emit(ev.MASTER_STARTING, "on_starting", level, **fields)
+
+    def _start_metrics(self, server: Any) -> None:
+        """Metrics are set up once per master; a bad directory, web config or
+        a port in use stops gunicorn here, at start-up."""
+        try:
+            self.prometheus.start_master(server, self.settings, ["logs", "metrics", "hookkit"])
+        except ConfigError as exc:
+            raise SystemExit(f"hookkit: {exc}") from None
+        metrics = self.prometheus.metrics
+        assert metrics is not None
+        self.dispatcher.on_error = lambda who: metrics.sink_errors.labels(who).inc()
+        self.configure(self.settings)
 
     def _watch_stop(self, server: Any) -> None:
         """Know when the master is stopping. gunicorn's Arbiter.stop() runs for
@@ -184,6 +202,7 @@ class Runtime:
         # stops every older worker: their ages are at most the current one.
         self.reload_watermark = server.worker_age
         self.scale_down_pending = 0
+        _reapply_log_format(server, self.settings)
         self.emit(ev.SERVER_RELOADED, "on_reload", workers=server.cfg.workers)
 
     @_guarded
@@ -196,6 +215,7 @@ class Runtime:
     @_guarded
     def pre_fork(self, server: Any, worker: Any) -> None:
         self.records[worker.age] = WorkerRecord(worker.age)
+        self.prometheus.pre_fork(worker.age)
         self.emit(ev.WORKER_SPAWNING, "pre_fork", "debug", worker_age=worker.age)
 
     @_guarded
@@ -207,6 +227,11 @@ class Runtime:
         # A worker that failed to boot makes the master halt before
         # child_exit runs for it: report what its record says now.
         live = set(server.WORKERS)
+        if self.stopping and live:
+            # Arbiter.stop() SIGKILLs the workers still running when
+            # graceful_timeout ends and reaps only once, without waiting:
+            # child_exit never runs for them. Collect their status here.
+            live -= self._collect_killed(live, timeout=1.0)
         for age, record in sorted(self.records.items()):
             if (
                 record.pid
@@ -216,9 +241,33 @@ class Runtime:
                 self._report_exit(record.pid, age, False, "on_exit")
         self.emit(ev.MASTER_EXITING, "on_exit", master_pid=os.getpid())
         _logging.set_exit_status_listener(None)
+        self.prometheus.exit_master(server)
+
+    def _collect_killed(self, pids: set[int], timeout: float) -> set[int]:
+        """waitpid the workers stop() killed, for up to ``timeout`` seconds;
+        their statuses go where the reap log line would have put them."""
+        reaped: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while True:
+            for pid in pids - reaped:
+                try:
+                    wpid, status = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    reaped.add(pid)
+                    continue
+                if wpid == pid:
+                    reaped.add(pid)
+                    if os.WIFSIGNALED(status):
+                        self.exit_statuses[pid] = ExitStatus(None, os.WTERMSIG(status))
+                    elif os.WIFEXITED(status):
+                        self.exit_statuses[pid] = ExitStatus(os.WEXITSTATUS(status), None)
+            if reaped == pids or time.monotonic() >= deadline:
+                return reaped
+            time.sleep(0.01)
 
     @_guarded
     def pre_exec(self, server: Any) -> None:
+        self.prometheus.pre_exec(server)
         self.emit(ev.MASTER_REEXECUTING, "pre_exec", master_pid=os.getppid())
 
     def _note_exit_status(self, pid: int, exit_code: int | None, signum: int | None) -> None:
@@ -227,6 +276,7 @@ class Runtime:
     def _report_exit(self, pid: int, age: int, aborted: bool, hook: str) -> None:
         record = self.records.pop(age, None)
         status = self.exit_statuses.pop(pid, None)
+        self.prometheus.worker_gone(age)
         kind, code, received = EXIT_NONE, 0, 0
         fields: dict[str, object] = {"worker_pid": pid, "worker_age": age}
         if record is not None:
@@ -262,6 +312,7 @@ class Runtime:
         self.in_flight = InFlight()
         self.aborting = False
         processors.set_worker_identity(pid, worker.age)
+        self.prometheus.post_fork(worker.age)
         if self.record is not None:
             self.record.pid = pid
             self.record.forked_at = time.monotonic()
@@ -392,6 +443,8 @@ class Runtime:
             status=outcome.status,
             duration_seconds=round(outcome.duration, 6),
             response_bytes=outcome.response_bytes,
+            request_bytes=_content_length(req),
+            route=route_from_environ(environ) if isinstance(environ, dict) else None,
             error_type=error_type,
         )
 
@@ -449,6 +502,26 @@ class Runtime:
             dirty_worker_pid=worker.pid,
             dirty_worker_age=getattr(worker, "age", None),
         )
+
+
+def _reapply_log_format(server: Any, settings: Settings) -> None:
+    """gunicorn 25 does not run its logger's setup() again on SIGHUP (26 and
+    27 do), so a changed HOOKKIT_LOG_FORMAT would not apply: re-apply it."""
+    log = server.log
+    if type(log).__module__ == "hookkit.glogging" and gunicorn.version_info < (26,):
+        formatter = _logging.make_formatter(settings.log_format)
+        for handler in log.error_log.handlers:
+            handler.setFormatter(formatter)
+
+
+def _content_length(req: Any) -> int | None:
+    """The request body's size, from its Content-Length header."""
+    for name, value in getattr(req, "headers", None) or ():
+        text = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        if text.upper() == "CONTENT-LENGTH":
+            raw = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            return int(raw) if raw.strip().isdigit() else None
+    return None
 
 
 def _answers_system_exit(worker: Any) -> bool:

@@ -95,6 +95,17 @@ class LogStream:
         return not self._thread.is_alive()
 
 
+def gunicorn_command() -> list[str]:
+    """The ``gunicorn`` script beside this interpreter, as users start it.
+    Not ``python -m gunicorn``: on SIGUSR2 gunicorn re-executes its argv[0],
+    which would then be gunicorn/__main__.py, putting gunicorn/ first on
+    sys.path, where its ``http`` package hides the standard library's."""
+    script = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-m", "gunicorn"]
+
+
 def pid_alive(pid: int) -> bool:
     """Whether ``pid`` names a live (not zombie) process."""
     try:
@@ -153,7 +164,7 @@ class Gunicorn:
     def start(self) -> Gunicorn:
         """Start the master."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", *self.args],
+            [*gunicorn_command(), *self.args],
             env=self.env,
             cwd=self.cwd,
             stdin=subprocess.DEVNULL,

@@ -60,6 +60,31 @@ def parse_seconds_or_off(value: object) -> float | None:
     return seconds
 
 
+def parse_host_port(value: object) -> str:
+    """``host:port`` or ``[v6]:port``, with a port from 1 to 65535."""
+    text = str(value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:9191 or [::1]:9191")
+    return text
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """(host, port) of a value ``parse_host_port`` accepted."""
+    host, _, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def parse_positive_int(value: object) -> int:
+    """A whole number, 1 or more."""
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError("expected a whole number, 1 or more")
+    return int(text)
+
+
 def parse_path_or_none(value: object) -> str | None:
     """A file path; empty means none."""
     if value is None:
@@ -116,6 +141,36 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "after this long, on every worker class.",
     ),
     SettingSpec(
+        "metrics",
+        parse_bool,
+        True,
+        "1/0, true/false, on/off, yes/no",
+        "The Prometheus sink and its /metrics endpoint.",
+    ),
+    SettingSpec(
+        "metrics_bind",
+        parse_host_port,
+        "127.0.0.1:9191",
+        "host:port, e.g. 127.0.0.1:9191 or [::1]:9191",
+        "Where the master serves /metrics (loopback by default).",
+    ),
+    SettingSpec(
+        "metrics_web_config",
+        parse_path_or_none,
+        None,
+        "a path to a Prometheus web-config file",
+        "TLS and basic auth for /metrics, as Prometheus exporters configure them "
+        "(`tls_server_config`, `basic_auth_users` with bcrypt hashes).",
+        unset="(none)",
+    ),
+    SettingSpec(
+        "max_routes",
+        parse_positive_int,
+        100,
+        "a whole number, 1 or more",
+        "Distinct `http_route` label values per worker; the rest are `_OTHER`.",
+    ),
+    SettingSpec(
         "gunicorn_config",
         parse_path_or_none,
         None,
@@ -129,7 +184,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
 SETTINGS_BY_ATTR = {spec.attr: spec for spec in SETTINGS}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """hookkit's effective settings."""
 
@@ -137,6 +192,10 @@ class Settings:
     log_format: str = "json"
     access_log: bool = False
     slow_request_seconds: float | None = None
+    metrics: bool = True
+    metrics_bind: str = "127.0.0.1:9191"
+    metrics_web_config: str | None = None
+    max_routes: int = 100
     gunicorn_config: str | None = None
 
     @classmethod

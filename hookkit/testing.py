@@ -140,17 +140,20 @@ class CapturingSink:
 @contextmanager
 def capture_events(runtime: _Runtime = _RUNTIME) -> Iterator[list[_Event]]:
     """Capture the events hookkit's hooks emit inside the block, instead of
-    logging them; the runtime's sinks are restored afterwards."""
+    logging them (and without starting the metrics endpoint); the runtime's
+    sinks and settings are restored afterwards."""
     sink = CapturingSink()
     saved = runtime.dispatcher.sinks
-    was_configured = runtime.configured
+    was_configured, settings = runtime.configured, runtime.settings
     runtime.configured = True  # do not read the environment and add sinks
+    # No /metrics endpoint and no multiprocess directory in a unit test.
+    runtime.settings = settings.replace(metrics=False)
     runtime.dispatcher.sinks = (sink,)
     try:
         yield sink.events
     finally:
         runtime.dispatcher.sinks = saved
-        runtime.configured = was_configured
+        runtime.configured, runtime.settings = was_configured, settings
 
 
 __all__ = [

@@ -42,10 +42,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-# gunicorn 27 opens a control socket at a fixed path in the home directory by
-# default: servers started side by side would fight over it, so tests turn
-# it off (the setting does not exist before gunicorn 27; the flag then is
-# left out).
+# gunicorn 25.1+ opens a control socket at a fixed path in the home directory
+# by default: servers started side by side would fight over it, so tests turn
+# it off (the setting does not exist in 25.0; the flag then is left out).
 def no_control_socket() -> list[str]:
     from gunicorn.config import KNOWN_SETTINGS
 
@@ -75,11 +74,27 @@ def serve(tmp_path: Path) -> Iterator[ServeFactory]:
         wait: bool = True,
     ) -> Gunicorn:
         port = free_port()
-        argv = ["-b", f"127.0.0.1:{port}", *no_control_socket(), *args, app]
+        # A short graceful timeout bounds each teardown: a worker that lost the
+        # master's SIGTERM (sent while it was still booting) would otherwise
+        # hold the stop for gunicorn's default 30 s. A test can override it.
+        argv = [
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "3",
+            *no_control_socket(),
+            *args,
+            app,
+        ]
+        env = dict(env or {})
+        # Each server gets its own metrics port: servers run side by side.
+        metrics_port = free_port()
+        env.setdefault("HOOKKIT_METRICS_BIND", f"127.0.0.1:{metrics_port}")
         if config is not None:
             argv = ["-c", config, *argv]
         server = Gunicorn(argv, env=clean_env(**(env or {})), cwd=str(cwd or tmp_path))
         server.port = port  # type: ignore[attr-defined]
+        server.metrics_port = metrics_port  # type: ignore[attr-defined]
         started.append(server.start())
         if wait:
             server.wait_for(match(event="server_ready"), timeout=20)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,24 @@ def test_each_exit_is_logged_once_with_uptime_and_requests(serve):
     assert 1 == len(lines)
     assert 2 == lines[0]["requests_served"]
     assert lines[0]["uptime_seconds"] > 0
+
+
+def test_worker_killed_at_the_end_of_the_graceful_timeout(serve):
+    """A worker still busy when the graceful timeout ends is SIGKILLed by the
+    master, which then reaps without calling child_exit: hookkit still logs
+    its exit, from on_exit, as a shutdown by the master's SIGKILL."""
+    server = serve("apps.wsgi:app", "-w", "1", "--graceful-timeout", "1")
+    pid = server.wait_for(match(event="worker_booted"))[0]["worker_pid"]
+    client = threading.Thread(target=http_get, args=(server.port, "/sleep?10", 15))
+    client.start()
+    time.sleep(0.5)  # the request is in the worker's hands
+    server.stop()
+    client.join(15)
+    line = exited(server, worker_pid=pid)
+    assert 1 == len(line)
+    assert ("shutdown", "SIGKILL", True, "on_exit") == (
+        line[0]["reason"],
+        line[0]["signal"],
+        line[0]["signal_sent_by_master"],
+        line[0]["hook"],
+    )

@@ -286,7 +286,7 @@ def statuses() -> list[tuple[int, int | None, int | None]]:
             (125, "SIGKILL"),
             (125, None, signal.SIGKILL),
         ),
-        # gunicorn 25 and 26: the message is formatted first
+        # gunicorn 25: the message is formatted first
         ("Worker (pid:126) was sent SIGTERM!", (), (126, None, signal.SIGTERM)),
         (
             "Worker (pid:127) was sent SIGKILL! Perhaps out of memory?",
@@ -332,7 +332,7 @@ def test_reap_lines_as_gunicorn_27_logs_them(
     ("msg", "args"),
     [
         ("Worker (pid:%s) was sent %s!", (131, "signal 40")),  # gunicorn 27
-        ("Worker (pid:131) was sent signal 40!", ()),  # gunicorn 25 and 26
+        ("Worker (pid:131) was sent signal 40!", ()),  # gunicorn 25
     ],
 )
 def test_a_signal_without_a_name(

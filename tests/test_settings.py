@@ -29,9 +29,9 @@ BOOL_CASES = [
 ]
 
 
-def test_the_on_off_settings_are_logs_and_access_log() -> None:
-    """The on/off settings under test are the two there are."""
-    expected = ["logs", "access_log"]
+def test_the_on_off_settings_are_logs_access_log_and_metrics() -> None:
+    """The on/off settings under test are the three there are."""
+    expected = ["logs", "access_log", "metrics"]
     assert expected == [spec.attr for spec in BOOL_SETTINGS]
 
 
@@ -48,7 +48,18 @@ def test_each_setting_has_one_variable_and_matches_the_dataclass() -> None:
 def test_nothing_set_gives_the_defaults() -> None:
     """With no variable and no config name set, every setting has its default."""
     assert Settings() == Settings.load(environ={}, config={})
-    assert Settings(True, "json", False, None, None) == Settings()
+    expected = Settings(
+        logs=True,
+        log_format="json",
+        access_log=False,
+        slow_request_seconds=None,
+        metrics=True,
+        metrics_bind="127.0.0.1:9191",
+        metrics_web_config=None,
+        max_routes=100,
+        gunicorn_config=None,
+    )
+    assert expected == Settings()
 
 
 def test_other_variables_are_ignored() -> None:
@@ -327,6 +338,10 @@ def test_as_rows_of_the_defaults() -> None:
         ("HOOKKIT_LOG_FORMAT", "json"),
         ("HOOKKIT_ACCESS_LOG", "off"),
         ("HOOKKIT_SLOW_REQUEST_SECONDS", "off"),
+        ("HOOKKIT_METRICS", "on"),
+        ("HOOKKIT_METRICS_BIND", "127.0.0.1:9191"),
+        ("HOOKKIT_METRICS_WEB_CONFIG", "(none)"),
+        ("HOOKKIT_MAX_ROUTES", "100"),
         ("HOOKKIT_GUNICORN_CONFIG", "(none)"),
     ]
     assert expected == Settings().as_rows()
@@ -334,13 +349,27 @@ def test_as_rows_of_the_defaults() -> None:
 
 def test_as_rows_of_set_values() -> None:
     """Set values are shown as they are."""
-    settings = Settings(False, "console", True, 2.5, "gunicorn.conf.py")
+    settings = Settings(
+        logs=False,
+        log_format="console",
+        access_log=True,
+        slow_request_seconds=2.5,
+        metrics=False,
+        metrics_bind="[::1]:9200",
+        metrics_web_config="web.yml",
+        max_routes=7,
+        gunicorn_config="gunicorn.conf.py",
+    )
 
     expected = [
         ("HOOKKIT_LOGS", "off"),
         ("HOOKKIT_LOG_FORMAT", "console"),
         ("HOOKKIT_ACCESS_LOG", "on"),
         ("HOOKKIT_SLOW_REQUEST_SECONDS", "2.5"),
+        ("HOOKKIT_METRICS", "off"),
+        ("HOOKKIT_METRICS_BIND", "[::1]:9200"),
+        ("HOOKKIT_METRICS_WEB_CONFIG", "web.yml"),
+        ("HOOKKIT_MAX_ROUTES", "7"),
         ("HOOKKIT_GUNICORN_CONFIG", "gunicorn.conf.py"),
     ]
     assert expected == settings.as_rows()
@@ -348,7 +377,17 @@ def test_as_rows_of_set_values() -> None:
 
 def test_as_rows_round_trips_through_the_environment() -> None:
     """The rows, set as the environment, load the same settings back."""
-    settings = Settings(False, "console", True, 2.5, "gunicorn.conf.py")
+    settings = Settings(
+        logs=False,
+        log_format="console",
+        access_log=True,
+        slow_request_seconds=2.5,
+        metrics=False,
+        metrics_bind="[::1]:9200",
+        metrics_web_config="web.yml",
+        max_routes=7,
+        gunicorn_config="gunicorn.conf.py",
+    )
 
     assert settings == Settings.load(environ=dict(settings.as_rows()), config={})
 
@@ -357,3 +396,27 @@ def test_as_rows_round_trips_through_the_environment() -> None:
 def test_slow_request_seconds_zero_in_any_spelling_is_off(zero) -> None:
     """Zero seconds means off however it is written, in a config or the environment."""
     assert None is Settings.load({}, {"hookkit_slow_request_seconds": zero}).slow_request_seconds
+
+
+@pytest.mark.parametrize(
+    "value", ["127.0.0.1:9191", "[::1]:9191", "0.0.0.0:1", "metrics.internal:65535"]
+)
+def test_metrics_bind_accepts_host_and_port(value) -> None:
+    """HOOKKIT_METRICS_BIND takes host:port, IPv6 in brackets."""
+    assert value == Settings.load({"HOOKKIT_METRICS_BIND": value}).metrics_bind
+
+
+@pytest.mark.parametrize(
+    "value", ["9191", "localhost", ":9191", "127.0.0.1:0", "127.0.0.1:70000", "h:p"]
+)
+def test_metrics_bind_refuses_malformed_addresses(value) -> None:
+    """A malformed address or port is refused, naming the variable."""
+    with pytest.raises(ConfigError, match="HOOKKIT_METRICS_BIND"):
+        Settings.load({"HOOKKIT_METRICS_BIND": value})
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "ten", "1.5", ""])
+def test_max_routes_refuses_what_is_not_a_positive_whole_number(value) -> None:
+    """HOOKKIT_MAX_ROUTES is a whole number, 1 or more."""
+    with pytest.raises(ConfigError, match="HOOKKIT_MAX_ROUTES"):
+        Settings.load({"HOOKKIT_MAX_ROUTES": value})

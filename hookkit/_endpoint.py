@@ -1,0 +1,196 @@
+"""The ``/metrics`` endpoint, served by a thread in the master.
+
+Fork safety: gunicorn forks workers from the master while this thread may be
+answering a scrape. A child inherits every lock as it was at the fork, so
+the thread handles each request holding ``_serving``, and an
+``os.register_at_fork`` hook takes that lock before every fork of the master
+and gives it back after: a fork never happens in the middle of a scrape (the
+way gunicorn's own control socket pauses its thread around fork). The
+thread does not exist in the child; each worker closes its copy of the
+listening socket in ``post_fork``.
+
+USR2: the new master takes the listening socket over from the old one
+(gunicorn hands its own listeners over the same way, through
+``GUNICORN_FD``): ``pre_exec`` makes the socket inheritable and names its fd
+in ``_HOOKKIT_METRICS_FD`` in the new master's environment, so scrapes keep
+succeeding while both masters run and after the old one exits. Only a fresh
+start binds, and a port already in use stops it with a message naming the
+setting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from hookkit._webconfig import WebConfig
+
+ENV_FD = "_HOOKKIT_METRICS_FD"
+# A client that connects and sends nothing must not hold the single serving
+# thread (and so the master's next fork) for long.
+CLIENT_TIMEOUT = 5.0
+
+
+class _Server(HTTPServer):
+    endpoint: MetricsEndpoint
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = CLIENT_TIMEOUT
+
+    def do_GET(self) -> None:
+        endpoint = self.server.endpoint
+        if not endpoint.web.authorized(self.headers.get("Authorization")):
+            self._answer(401, b"Unauthorized\n", "text/plain", [("WWW-Authenticate", "Basic")])
+            return
+        if self.path.split("?", 1)[0] != "/metrics":
+            self._answer(404, b"Not Found: the metrics are at /metrics\n", "text/plain")
+            return
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        try:
+            body = encoder(endpoint.registry)
+        except Exception as exc:
+            self._answer(500, f"collecting metrics failed: {exc!r}\n".encode(), "text/plain")
+            return
+        self._answer(200, body, content_type)
+
+    def _answer(
+        self,
+        code: int,
+        body: bytes,
+        content_type: str,
+        headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    ) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged: one line per scrape would drown the stream."""
+
+
+class MetricsEndpoint:
+    """``/metrics`` on one socket, answered by one daemon thread."""
+
+    def __init__(self, registry: CollectorRegistry, web: WebConfig) -> None:
+        self.registry = registry
+        self.web = web
+        self.owner = os.getpid()
+        self._serving = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) it listens on."""
+        assert self._server is not None
+        host, port = self._server.socket.getsockname()[:2]
+        return host, port
+
+    def listen(self, bind: tuple[str, int], setting: str, environ: Any) -> None:
+        """Take the socket the old master handed over (USR2), else bind."""
+        inherited = environ.pop(ENV_FD, None)
+        if inherited is not None and inherited.isdigit():
+            sock = socket.socket(fileno=int(inherited))
+            os.set_inheritable(sock.fileno(), False)
+        else:
+            sock = _bind(bind, setting)
+        context = self.web.ssl_context()
+        if context is not None:
+            # The handshake happens on the first read, under the client timeout.
+            sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        server = _Server(bind, _Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = sock
+        server.endpoint = self
+        self._server = server
+
+    def start(self) -> None:
+        """Serve in a daemon thread; pause it around every fork."""
+        assert self._server is not None
+        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork)
+        self._thread = threading.Thread(target=self._serve, name="hookkit-metrics", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        server = self._server
+        assert server is not None
+        while server.socket.fileno() != -1:
+            try:
+                readable = server.socket.fileno() != -1 and _wait_readable(server.socket, 0.5)
+            except (OSError, ValueError):
+                return
+            if not readable:
+                continue
+            # One bad client never stops the endpoint.
+            with self._serving, contextlib.suppress(Exception):
+                server.handle_request()
+
+    def _before_fork(self) -> None:
+        if os.getpid() == self.owner:
+            self._serving.acquire()
+
+    def _after_fork(self) -> None:
+        if os.getpid() == self.owner and self._serving.locked():
+            self._serving.release()
+
+    def hand_over(self, env_orig: dict[str, str]) -> None:
+        """In the USR2 child, just before exec: let the new master inherit
+        the listening socket."""
+        if self._server is None:
+            return
+        fd = self._server.socket.fileno()
+        os.set_inheritable(fd, True)
+        env_orig[ENV_FD] = str(fd)
+
+    def close_in_child(self) -> None:
+        """In a worker: drop the inherited copy of the listening socket."""
+        if self._server is not None:
+            with contextlib.suppress(OSError):
+                self._server.socket.close()
+            self._server = None
+
+    def close(self) -> None:
+        """Stop answering (the master exits)."""
+        if self._server is not None:
+            with contextlib.suppress(OSError):
+                self._server.socket.close()
+
+
+def _wait_readable(sock: socket.socket, timeout: float) -> bool:
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
+
+
+def _bind(bind: tuple[str, int], setting: str) -> socket.socket:
+    host, port = bind
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc})"
+        raise SystemExit(
+            f"hookkit: {setting}={host}:{port}: the metrics port {why}; "
+            f"choose another with {setting}=HOST:PORT, or set HOOKKIT_METRICS=off"
+        ) from None
+    sock.listen(64)
+    return sock

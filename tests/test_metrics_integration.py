@@ -1,0 +1,353 @@
+"""The Prometheus sink and /metrics, against real gunicorn processes.
+
+Counts must be exact (nothing lost, nothing counted twice) through worker
+kills and recycling, the multiprocess directory bounded, scrapes never
+failing on bad files, and labels bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from hookkit._server import http_get, match
+from tests.scrape import samples, scrape_text, series, total
+
+APP = "apps.metrics_app:app"
+COUNT = "http_server_request_duration_seconds_count"
+
+
+def wait_count(server, expected: float, timeout: float = 10.0) -> str:
+    """Scrape until the request count reaches ``expected`` (post_request runs
+    after the client has its response); return the last scrape."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = scrape_text(server.metrics_port)
+        if total(text, COUNT) >= expected or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
+def wait_workers(server, count: int, timeout: float = 15.0) -> None:
+    """Wait until /metrics answers and shows ``count`` live workers (for
+    servers run with HOOKKIT_LOGS=off, whose log has no events to wait on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if total(scrape_text(server.metrics_port), "gunicorn_workers") >= count:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"never saw {count} live workers"
+        time.sleep(0.05)
+
+
+def test_n_requests_give_exactly_n(serve):
+    """N requests: exactly N in the duration histogram's count, by status."""
+    server = serve(APP, "-w", "2")
+    server.wait_for(match(event="worker_booted"), count=2)
+    statuses = [
+        http_get(server.port, path)[0] for path in ["/"] * 7 + ["/status/404"] * 2 + ["/raise"]
+    ]
+    assert [200] * 7 + [404] * 2 + [500] == statuses
+    text = wait_count(server, 10)
+    time.sleep(0.3)
+    text = scrape_text(server.metrics_port)
+    assert 10 == total(text, COUNT)
+    assert 7 == total(text, COUNT, http_response_status_code="200", http_request_method="GET")
+    assert 2 == total(text, COUNT, http_response_status_code="404")
+    assert 1 == total(text, COUNT, http_response_status_code="500", error_type="RuntimeError")
+    assert 0 == total(text, "http_server_active_requests")
+
+
+def test_counts_survive_a_sigkilled_worker(serve):
+    """A worker SIGKILLed between requests: its counts stay in the total."""
+    server = serve(APP, "-w", "1")
+    pid = server.wait_for(match(event="worker_booted"))[0]["worker_pid"]
+    for _ in range(5):
+        assert 200 == http_get(server.port, "/")[0]
+    assert 5 == total(wait_count(server, 5), COUNT)
+    os.kill(pid, signal.SIGKILL)
+    server.wait_for(match(event="worker_booted"), count=2)
+    for _ in range(3):
+        assert 200 == http_get(server.port, "/")[0]
+    text = wait_count(server, 8)
+    assert 8 == total(text, COUNT)
+    assert 1 == total(text, "gunicorn_worker_exits_total", reason="killed")
+
+
+def test_in_flight_gauge_of_a_killed_worker_does_not_stick(serve):
+    """A worker killed in the middle of a request: the in-flight gauge goes back to 0."""
+    server = serve(APP, "-w", "1")
+    pid = server.wait_for(match(event="worker_booted"))[0]["worker_pid"]
+    client = threading.Thread(target=http_get, args=(server.port, "/sleep?30", 30))
+    client.start()
+    deadline = time.monotonic() + 10
+    while total(scrape_text(server.metrics_port), "http_server_active_requests") != 1:
+        assert time.monotonic() < deadline, "the request never showed as in flight"
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    client.join(10)
+    server.wait_for(match(event="worker_exited", worker_pid=pid))
+    assert 0 == total(scrape_text(server.metrics_port), "http_server_active_requests")
+
+
+def recycle(server, times: int) -> None:
+    for _ in range(times):
+        assert 200 == http_get(server.port, "/")[0]
+
+
+def test_recycling_keeps_counts_exact_and_the_directory_bounded(serve, tmp_path):
+    """max_requests=1 recycles a worker after every request: the count stays
+    exact, and after 1,000 recycles the directory holds and a scrape reads
+    no more files than after 10."""
+    directory = tmp_path / "mp"
+    directory.mkdir()
+    server = serve(
+        APP,
+        "-w",
+        "2",
+        "--max-requests",
+        "1",
+        env={"PROMETHEUS_MULTIPROC_DIR": str(directory), "HOOKKIT_LOGS": "off"},
+        wait=False,
+    )
+    wait_workers(server, 2)
+    recycle(server, 10)
+    text = wait_count(server, 10)
+    assert 10 == total(text, COUNT)
+    files_after_10 = len(list(directory.glob("*.db")))
+    read_after_10 = total(text, "hookkit_multiprocess_files")
+    recycle(server, 990)
+    text = wait_count(server, 1000, timeout=30)
+    assert 1000 == total(text, COUNT)
+    assert len(list(directory.glob("*.db"))) <= files_after_10
+    assert total(text, "hookkit_multiprocess_files") <= read_after_10
+    assert total(text, "gunicorn_worker_exits_total", reason="max_requests") >= 998
+
+
+def test_zero_byte_file_is_skipped_and_counted(serve, tmp_path):
+    """A zero-byte .db file (a worker killed while creating it): the scrape
+    still succeeds and hookkit_scrape_errors_total counts it."""
+    directory = tmp_path / "mp"
+    directory.mkdir()
+    server = serve(APP, "-w", "1", env={"PROMETHEUS_MULTIPROC_DIR": str(directory)})
+    server.wait_for(match(event="worker_booted"))
+    assert 200 == http_get(server.port, "/")[0]
+    wait_count(server, 1)
+    (directory / "counter_w1s9.db").write_bytes(b"")
+    (directory / "histogram_w1s9.db").write_bytes(b"\x10\x00\x00\x00trunc")
+    text = scrape_text(server.metrics_port)
+    assert 1 == total(text, COUNT)
+    assert 2 == total(text, "hookkit_scrape_errors_total")
+
+
+def test_random_paths_add_no_series(serve):
+    """5,000 requests to distinct random paths and odd methods leave the
+    number of series unchanged: no path label, methods folded to _OTHER."""
+    server = serve(APP, "-w", "2", env={"HOOKKIT_LOGS": "off"}, wait=False)
+    wait_workers(server, 2)
+    http_get(server.port, "/status/404")
+    http_get(server.port, "/first-random-path")
+    before = series(wait_count(server, 2), "http_server")
+    rng = random.Random(7)
+    for n in range(5000):
+        http_get(server.port, f"/status/404?n={n}" if n % 2 else f"/x{rng.getrandbits(64):x}/{n}")
+    after = series(wait_count(server, 5002, timeout=60), "http_server")
+    assert before == after
+
+
+def test_routes_from_the_app_are_capped(serve):
+    """An app that supplies a route is labelled by it, but never beyond
+    HOOKKIT_MAX_ROUTES distinct values per worker: the rest are _OTHER."""
+    server = serve(
+        APP, "-w", "1", env={"HOOKKIT_MAX_ROUTES": "5", "HOOKKIT_LOGS": "off"}, wait=False
+    )
+    wait_workers(server, 1)
+    for n in range(40):
+        http_get(server.port, f"/routed/{n}")
+    text = wait_count(server, 40)
+    routes = {s.labels.get("http_route") for s in samples(text) if s.name == COUNT}
+    assert 5 == len(routes - {"_OTHER"})
+    assert "_OTHER" in routes
+    assert 40 == total(text, COUNT)
+
+
+def test_unknown_methods_become_other(serve):
+    """A method outside the standard set is counted as _OTHER."""
+    server = serve(APP, "-w", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        conn.sendall(b"FROBNICATE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        conn.recv(1024)
+    text = wait_count(server, 1)
+    assert 1 == total(text, COUNT, http_request_method="_OTHER")
+
+
+def test_lifecycle_metrics(serve):
+    """Workers, spawns, reloads, exits by reason (every reason from the start),
+    boot durations, capacity, heartbeat and memory per slot, build info."""
+    server = serve(APP, "-w", "2", "-k", "gthread", "--threads", "3")
+    server.wait_for(match(event="worker_booted"), count=2)
+    text = scrape_text(server.metrics_port)
+    assert (2, 2, 6) == (
+        total(text, "gunicorn_workers"),
+        total(text, "gunicorn_workers_desired"),
+        total(text, "gunicorn_worker_capacity"),
+    )
+    assert 2 == total(text, "gunicorn_worker_spawns_total")
+    reasons = {s.labels["reason"] for s in samples(text) if s.name == "gunicorn_worker_exits_total"}
+    assert {
+        "max_requests",
+        "timeout",
+        "killed",
+        "crashed",
+        "boot_error",
+        "app_load_error",
+        "shutdown",
+        "reload",
+        "scaled_down",
+        "unknown",
+    } == reasons
+    assert 2 == total(text, "gunicorn_worker_boot_duration_seconds_count")
+    slots = {
+        s.labels["slot"] for s in samples(text) if s.name == "gunicorn_worker_heartbeat_age_seconds"
+    }
+    assert {"0", "1"} == slots
+    memory = [s.value for s in samples(text) if s.name == "gunicorn_worker_resident_memory_bytes"]
+    assert 2 == len(memory)
+    assert all(value > 1_000_000 for value in memory)
+    assert 1 == total(text, "gunicorn_build_info", worker_class="gthread")
+    assert 200 == http_get(server.port, "/burn?0.3")[0]
+    assert total(scrape_text(server.metrics_port), "gunicorn_workers_cpu_seconds_total") >= 0.2
+    server.signal(signal.SIGHUP)
+    server.wait_for(match(event="worker_exited", reason="reload"), count=2)
+    text = scrape_text(server.metrics_port)
+    assert 1 == total(text, "gunicorn_reloads_total")
+    assert 2 == total(text, "gunicorn_worker_exits_total", reason="reload")
+    assert 2 == total(text, "gunicorn_worker_lifetime_seconds_count")
+
+
+def test_endpoint_paths_and_formats(serve):
+    """/metrics answers in the text format, or OpenMetrics when asked; any
+    other path is 404."""
+    server = serve(APP, "-w", "1")
+    assert 404 == http_get(server.metrics_port, "/")[0]
+    assert 200 == http_get(server.port, "/")[0]
+    text = wait_count(server, 1)
+    assert "# TYPE http_server_request_duration_seconds histogram" in text
+    open_metrics = scrape_text(
+        server.metrics_port, accept="application/openmetrics-text; version=1.0.0"
+    )
+    assert open_metrics.rstrip().endswith("# EOF")
+
+
+def test_app_metrics_in_the_same_scrape(serve):
+    """An app's own prometheus_client counter, made at import in the worker,
+    is in hookkit's scrape, summed over workers."""
+    server = serve(APP, "-w", "2")
+    for _ in range(4):
+        assert 200 == http_get(server.port, "/user")[0]
+    assert 4 == total(wait_count(server, 4), "app_widgets_total")
+
+
+def test_metrics_port_in_use_stops_a_fresh_start(serve):
+    """A metrics port already taken: gunicorn does not start, and says which
+    port and which setting."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = serve(APP, env={"HOOKKIT_METRICS_BIND": f"127.0.0.1:{port}"}, wait=False)
+        assert 1 == server.proc.wait(20)
+        server.stream.wait_closed(5)
+    text = "\n".join(str(line) for line in server.events())
+    assert f"HOOKKIT_METRICS_BIND=127.0.0.1:{port}" in text
+    assert "already in use" in text
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"HOOKKIT_METRICS_BIND": "localhost"}, "HOOKKIT_METRICS_BIND"),
+        ({"HOOKKIT_METRICS_BIND": "127.0.0.1:99999"}, "HOOKKIT_METRICS_BIND"),
+        ({"HOOKKIT_MAX_ROUTES": "many"}, "HOOKKIT_MAX_ROUTES"),
+        ({"HOOKKIT_METRICS": "perhaps"}, "HOOKKIT_METRICS"),
+        ({"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/hookkit"}, "PROMETHEUS_MULTIPROC_DIR"),
+    ],
+)
+def test_bad_metrics_configuration_fails_fast(serve, env, named):
+    """Malformed addresses and numbers, or a missing multiprocess directory,
+    stop gunicorn at start-up with exit status 1 and the setting's name."""
+    server = serve(APP, env=env, wait=False)
+    assert 1 == server.proc.wait(20)
+    server.stream.wait_closed(5)
+    assert named in "\n".join(str(line) for line in server.events())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to any directory")
+def test_unwritable_directory_fails_fast(serve, tmp_path: Path):
+    """An unwritable PROMETHEUS_MULTIPROC_DIR stops start-up, naming it."""
+    directory = tmp_path / "ro"
+    directory.mkdir(mode=0o500)
+    server = serve(APP, env={"PROMETHEUS_MULTIPROC_DIR": str(directory)}, wait=False)
+    assert 1 == server.proc.wait(20)
+    assert "PROMETHEUS_MULTIPROC_DIR" in str(server.events())
+
+
+def test_metrics_off(serve):
+    """HOOKKIT_METRICS=off: no endpoint, requests still served and logged."""
+    server = serve(APP, "-w", "1", env={"HOOKKIT_METRICS": "off"})
+    assert 200 == http_get(server.port, "/")[0]
+    with pytest.raises(urllib.error.URLError):
+        scrape_text(server.metrics_port)
+
+
+def test_endpoint_answers_through_a_usr2_reexec(serve, tmp_path):
+    """USR2: /metrics keeps answering while both masters run and after the
+    old one exits; the counts carry on."""
+    server = serve(APP, "-w", "1")
+    server.wait_for(match(event="worker_booted"))
+    for _ in range(3):
+        http_get(server.port, "/")
+    wait_count(server, 3)
+    old = server.pid
+    failures = []
+    stop = threading.Event()
+
+    def keep_scraping():
+        while not stop.is_set():
+            try:
+                scrape_text(server.metrics_port)
+            except OSError as exc:
+                failures.append(repr(exc))
+            time.sleep(0.02)
+
+    scraper = threading.Thread(target=keep_scraping)
+    scraper.start()
+    try:
+        server.signal(signal.SIGUSR2)
+        new = server.wait_for(
+            lambda line: line.get("event") == "server_ready" and line.get("master_pid") != old
+        )[0]["master_pid"]
+        server.wait_for(match(event="worker_booted"), count=2)  # the old master's, the new one's
+        os.kill(old, signal.SIGTERM)
+        server.wait_for(match(event="master_exiting", master_pid=old), timeout=15)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        scraper.join(10)
+    assert [] == failures
+    for _ in range(2):
+        http_get(server.port, "/")
+    text = wait_count(server, 5)
+    assert 5 == total(text, COUNT)
+    os.kill(new, signal.SIGTERM)
+    server.wait_for(match(event="master_exiting", master_pid=new), timeout=15)
