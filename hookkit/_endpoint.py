@@ -42,6 +42,12 @@ CLIENT_TIMEOUT = 5.0
 class _Server(HTTPServer):
     endpoint: MetricsEndpoint
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that broke off, or a failed TLS handshake (a plain-HTTP
+        probe of the TLS port): counted, never printed. socketserver would
+        print a traceback to stderr, outside the JSON log stream."""
+        self.endpoint.client_errors += 1
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
@@ -73,7 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for name, value in headers:
+        for name, value in [*self.server.endpoint.web.headers.items(), *headers]:
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
@@ -89,6 +95,7 @@ class MetricsEndpoint:
         self.registry = registry
         self.web = web
         self.owner = os.getpid()
+        self.client_errors = 0
         self._serving = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

@@ -107,6 +107,16 @@ class Prometheus:
         if slot is not None:
             set_identity(slot_identity(self.master_pid, slot))
 
+    def own_process(self, kind: str) -> None:
+        """A process forked from the master that is not a gunicorn worker (the
+        dirty arbiter and its workers): metrics it writes (an app's own, a
+        sink error) go to files of its own, never into the master's."""
+        if self.directory is not None:
+            set_identity(f"{kind}{os.getpid()}")
+        if self.endpoint is not None and os.getpid() != self.master_pid:
+            self.endpoint.close_in_child()
+            self.endpoint = None
+
     def worker_gone(self, age: int) -> None:
         """Master: a worker exited and was reaped (or vanished)."""
         self._pending_slot.pop(age, None)

@@ -474,6 +474,7 @@ class Runtime:
     @_guarded
     def on_dirty_starting(self, arbiter: Any) -> None:
         self.ensure_configured()
+        self.prometheus.own_process("d")
         self.emit(ev.DIRTY_ARBITER_STARTING, "on_dirty_starting", dirty_arbiter_pid=os.getpid())
 
     @_guarded
@@ -487,6 +488,7 @@ class Runtime:
 
     @_guarded
     def dirty_worker_init(self, worker: Any) -> None:
+        self.prometheus.own_process("d")
         self.emit(
             ev.DIRTY_WORKER_BOOTED,
             "dirty_worker_init",

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -18,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from hookkit._server import http_get, match
+from hookkit._server import free_port, gunicorn_command, http_get, match
+from tests.conftest import clean_env
 from tests.scrape import samples, scrape_text, series, total
 
 APP = "apps.metrics_app:app"
@@ -292,14 +296,41 @@ def test_bad_metrics_configuration_fails_fast(serve, env, named):
     assert named in "\n".join(str(line) for line in server.events())
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to any directory")
-def test_unwritable_directory_fails_fast(serve, tmp_path: Path):
-    """An unwritable PROMETHEUS_MULTIPROC_DIR stops start-up, naming it."""
-    directory = tmp_path / "ro"
-    directory.mkdir(mode=0o500)
-    server = serve(APP, env={"PROMETHEUS_MULTIPROC_DIR": str(directory)}, wait=False)
-    assert 1 == server.proc.wait(20)
-    assert "PROMETHEUS_MULTIPROC_DIR" in str(server.events())
+def test_unwritable_directory_fails_fast():
+    """An unwritable PROMETHEUS_MULTIPROC_DIR stops start-up with exit status 1,
+    naming it. Root may write anywhere, so as root gunicorn runs as nobody
+    (in a directory under /tmp that nobody can reach, unlike pytest's)."""
+    base = Path(tempfile.mkdtemp(prefix="hookkit-ro-"))
+    base.chmod(0o755)
+    directory = base / "ro"
+    directory.mkdir(mode=0o555)
+    try:
+        _start_with_unwritable_directory(directory)
+    finally:
+        shutil.rmtree(base)
+
+
+def _start_with_unwritable_directory(directory: Path) -> None:
+    command = [*gunicorn_command()]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root and setpriv (util-linux) is missing to drop to nobody")
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    done = subprocess.run(
+        [*command, "-c", "python:hookkit.conf", "-b", f"127.0.0.1:{free_port()}", APP],
+        env=clean_env(
+            PROMETHEUS_MULTIPROC_DIR=str(directory),
+            HOOKKIT_METRICS_BIND=f"127.0.0.1:{free_port()}",
+        ),
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert 1 == done.returncode
+    assert "PROMETHEUS_MULTIPROC_DIR" in done.stderr
+    assert "not writable" in done.stderr
 
 
 def test_metrics_off(serve):
@@ -351,3 +382,45 @@ def test_endpoint_answers_through_a_usr2_reexec(serve, tmp_path):
     assert 5 == total(text, COUNT)
     os.kill(new, signal.SIGTERM)
     server.wait_for(match(event="master_exiting", master_pid=new), timeout=15)
+
+
+def test_stale_files_are_cleared_on_a_fresh_start(serve, tmp_path):
+    """Files left in PROMETHEUS_MULTIPROC_DIR by a previous run are removed at
+    a fresh start: their counts do not leak into the new run."""
+    directory = tmp_path / "mp"
+    directory.mkdir()
+    first = serve(APP, "-w", "1", env={"PROMETHEUS_MULTIPROC_DIR": str(directory)})
+    for _ in range(3):
+        http_get(first.port, "/")
+    wait_count(first, 3)
+    os.kill(first.pid, signal.SIGKILL)  # no clean exit: its files stay behind
+    first.proc.wait(10)
+    first.stop()
+    assert list(directory.glob("*.db"))
+    second = serve(APP, "-w", "1", env={"PROMETHEUS_MULTIPROC_DIR": str(directory)})
+    second.wait_for(match(event="worker_booted"))
+    http_get(second.port, "/")
+    assert 1 == total(wait_count(second, 1), COUNT)
+
+
+def test_counts_carry_on_across_reloads(serve):
+    """SIGHUP re-executes the config: the metrics carry on, nothing is counted twice."""
+    server = serve(APP, "-w", "2")
+    server.wait_for(match(event="worker_booted"), count=2)
+    for _ in range(4):
+        http_get(server.port, "/")
+    wait_count(server, 4)
+    for reload in range(1, 4):
+        server.signal(signal.SIGHUP)
+        server.wait_for(match(event="worker_exited", reason="reload"), count=2 * reload)
+    for _ in range(4):
+        http_get(server.port, "/")
+    text = wait_count(server, 8)
+    time.sleep(0.2)
+    text = scrape_text(server.metrics_port)
+    assert (8, 3, 6) == (
+        total(text, COUNT),
+        total(text, "gunicorn_reloads_total"),
+        total(text, "gunicorn_worker_exits_total", reason="reload"),
+    )
+    assert 8 == total(text, "gunicorn_worker_spawns_total")
