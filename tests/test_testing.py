@@ -225,3 +225,18 @@ def test_capturing_sink_keeps_events_in_order() -> None:
 
     expected = ("capture", [first, second])
     assert expected == (sink.name, sink.events)
+
+
+def test_worker_exit_in_the_master_reports_the_exit() -> None:
+    """When Arbiter.kill_worker finds a worker already gone (ESRCH) gunicorn
+    calls worker_exit in the master instead of child_exit: hookkit reports
+    that exit there, once."""
+    arbiter = FakeArbiter()
+    worker = FakeWorker(age=3, pid=424242)
+    with capture_events() as events:
+        hookkit.hooks.pre_fork(arbiter, worker)
+        hookkit.hooks.worker_exit(arbiter, worker)
+    exits = [e for e in events if e.name == "worker_exited"]
+    assert [("worker_exit", 424242, 3)] == [
+        (e.hook, e.fields["worker_pid"], e.fields["worker_age"]) for e in exits
+    ]
