@@ -57,9 +57,12 @@ def scrape_config(
     basic_auth: tuple[str, str] | None = None,
     tls_ca_file: str | None = None,
     scheme: str = "http",
+    *,
+    rule_files: list[str] | None = None,
 ) -> dict[str, Any]:
     """prometheus.yml as a dict: one job ``hookkit`` scraping ``targets``
-    (``"127.0.0.1:PORT"``), timing out after one interval."""
+    (``"127.0.0.1:PORT"``), timing out after one interval; rules evaluated
+    at the scrape interval."""
     job: dict[str, Any] = {
         "job_name": "hookkit",
         "scheme": scheme,
@@ -71,10 +74,17 @@ def scrape_config(
         job["basic_auth"] = {"username": basic_auth[0], "password": basic_auth[1]}
     if tls_ca_file is not None:
         job["tls_config"] = {"ca_file": tls_ca_file}
-    return {
-        "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval},
+    config: dict[str, Any] = {
+        "global": {
+            "scrape_interval": scrape_interval,
+            "scrape_timeout": scrape_interval,
+            "evaluation_interval": scrape_interval,
+        },
         "scrape_configs": [job],
     }
+    if rule_files:
+        config["rule_files"] = list(rule_files)
+    return config
 
 
 class PrometheusServer:
@@ -104,6 +114,16 @@ class PrometheusServer:
         data = self._get("/api/v1/query", query=expr)
         if data["resultType"] in ("scalar", "string"):
             return [{"metric": {}, "value": data["result"]}]
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def query_range(
+        self, expr: str, start: float, end: float, step: str = "1s"
+    ) -> list[dict[str, Any]]:
+        """``data.result`` of a range query (a matrix), as a Grafana panel runs it."""
+        data = self._get(
+            "/api/v1/query_range", query=expr, start=str(start), end=str(end), step=step
+        )
         result: list[dict[str, Any]] = data["result"]
         return result
 
@@ -175,6 +195,7 @@ def prometheus(
     tls_ca_file: str | None = None,
     scheme: str = "http",
     *,
+    rule_files: list[str] | None = None,
     ready_timeout: float = 20.0,
 ) -> Iterator[PrometheusServer]:
     """Start Prometheus on 127.0.0.1 scraping ``targets`` as job ``hookkit``;
@@ -183,7 +204,11 @@ def prometheus(
         config = Path(tmp, "prometheus.yml")
         # JSON is YAML: no quoting to get wrong.
         config.write_text(
-            json.dumps(scrape_config(targets, scrape_interval, basic_auth, tls_ca_file, scheme))
+            json.dumps(
+                scrape_config(
+                    targets, scrape_interval, basic_auth, tls_ca_file, scheme, rule_files=rule_files
+                )
+            )
         )
         log = Path(tmp, "prometheus.log")
         port = free_port()
