@@ -6,8 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from hookkit import CORE_HOOKS, DIRTY_HOOKS
 from tests.conftest import clean_env
 
@@ -36,7 +34,6 @@ def test_demo_fires_every_core_hook():
     assert report["seconds"] < 60
 
 
-@pytest.mark.skipif(not DIRTY_HOOKS, reason="the dirty-worker hooks need gunicorn 25 or newer")
 def test_demo_dirty_fires_the_dirty_worker_hooks():
     """`hookkit demo --dirty --json` also fires the four dirty-worker hooks."""
     code, report = run_demo("--dirty")
