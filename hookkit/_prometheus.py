@@ -81,11 +81,25 @@ class Prometheus:
             )
         )
         self.endpoint = MetricsEndpoint(registry, web)
-        self.endpoint.listen(
-            split_host_port(settings.metrics_bind), "HOOKKIT_METRICS_BIND", os.environ
-        )
+        try:
+            self.endpoint.listen(
+                split_host_port(settings.metrics_bind), "HOOKKIT_METRICS_BIND", os.environ
+            )
+        except BaseException:
+            # Start-up stops here (a port in use): no master will remove it later.
+            self.directory.remove()
+            raise
         self.endpoint.start()
         return self.sink
+
+    def url(self) -> str | None:
+        """Where /metrics is served, once it is."""
+        if self.endpoint is None:
+            return None
+        host, port = self.endpoint.address
+        scheme = "https" if self.endpoint.web.tls is not None else "http"
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{port}/metrics"
 
     def slot_of(self, age: int) -> int | None:
         """The slot of the live worker of ``age``."""
@@ -136,5 +150,14 @@ class Prometheus:
         re-executed master (USR2) is still using it."""
         if self.endpoint is not None:
             self.endpoint.close()
-        if self.directory is not None and not server.reexec_pid and not server.master_pid:
+        if self.directory is None:
+            return
+        # After a USR2 both masters share the directory: it stays while the
+        # re-executed child runs, or while the old master this one came from
+        # is still its parent (gunicorn's own test in maybe_promote_master; a
+        # dead parent's children are re-parented at once, even while it is
+        # a zombie).
+        successor_alive = bool(server.reexec_pid)
+        predecessor_alive = bool(server.master_pid) and server.master_pid == os.getppid()
+        if not successor_alive and not predecessor_alive:
             self.directory.remove()

@@ -183,6 +183,7 @@ class Runtime:
     @_guarded
     def when_ready(self, server: Any) -> None:
         cfg = server.cfg
+        metrics = self.prometheus
         self.emit(
             ev.SERVER_READY,
             "when_ready",
@@ -194,6 +195,8 @@ class Runtime:
             timeout=cfg.timeout,
             gunicorn_version=gunicorn.__version__,
             hookkit_version=__version__,
+            metrics_endpoint=metrics.url(),
+            metrics_directory=metrics.directory.path if metrics.directory else None,
         )
 
     @_guarded

@@ -469,3 +469,29 @@ def test_scrapes_succeed_while_workers_come_and_go(serve):
     assert [] == failures
     assert scrapes > 50
     assert 100 == total(wait_count(server, 100), COUNT)
+
+
+def test_private_directory_is_removed_when_the_master_exits(serve):
+    """Without PROMETHEUS_MULTIPROC_DIR hookkit's private directory (named in
+    server_ready, mode 0700) is removed when the master exits, also after a
+    USR2 re-exec handed it to a new master."""
+    server = serve(APP, "-w", "1")
+    ready = server.events(match(event="server_ready"))[0]
+    directory = Path(ready["metrics_directory"])
+    assert f"http://127.0.0.1:{server.metrics_port}/metrics" == ready["metrics_endpoint"]
+    assert 0o700 == directory.stat().st_mode & 0o777
+    old = server.pid
+    server.signal(signal.SIGUSR2)
+    new = server.wait_for(
+        lambda line: line.get("event") == "server_ready" and line.get("master_pid") != old
+    )[0]
+    assert str(directory) == new["metrics_directory"]
+    os.kill(old, signal.SIGTERM)
+    server.wait_for(match(event="master_exiting", master_pid=old), timeout=15)
+    assert directory.is_dir(), "the new master still uses it"
+    os.kill(new["master_pid"], signal.SIGTERM)
+    server.wait_for(match(event="master_exiting", master_pid=new["master_pid"]), timeout=15)
+    deadline = time.monotonic() + 5
+    while directory.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not directory.exists()
