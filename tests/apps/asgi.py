@@ -8,15 +8,21 @@ async def stuck_in_sleep(seconds):
     await asyncio.sleep(seconds)
 
 
+async def lifespan(receive, send):
+    """Answer the ASGI lifespan protocol: startup and shutdown complete."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     path = scope["path"]
     if path == "/sleep":
         await stuck_in_sleep(float(scope.get("query_string", b"").decode() or "60"))
