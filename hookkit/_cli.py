@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from hookkit._dropin import CONFIG_FILE_TEXT, read_user_config, user_config_path
 from hookkit._settings import ConfigError, Settings
+from hookkit._tracing_config import TracingConfig
 from hookkit._version import __version__
 
 
@@ -30,6 +31,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
         path = user_config_path(os.environ)
         user = read_user_config(path) if path else {}
         settings = Settings.load(os.environ, user)
+        tracing = TracingConfig.load(settings)
     except ConfigError as exc:
         print(f"hookkit check: {exc}", file=sys.stderr)
         return 2
@@ -41,6 +43,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
     width = max(len(name) for name, _ in settings.as_rows())
     for name, value in settings.as_rows():
         print(f"{name:<{width}}  {value}")
+    print("tracing: " + ", ".join(f"{key}={value}" for key, value in tracing.describe().items()))
     return 0
 
 

@@ -37,6 +37,7 @@ _SHARED_PROCESSORS: list[Any] = [
     processors.add_timestamp,
     processors.add_pid,
     processors.add_worker_info,
+    processors.add_trace_context,
 ]
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from hookkit import _events as ev
+from hookkit import _http_semconv
 from hookkit._events import Event
 from hookkit._exits import REASONS
 
@@ -34,10 +35,8 @@ BOOT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 LIFETIME_BUCKETS = (1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)
 
 # RFC 9110 methods and PATCH; OpenTelemetry maps every other to _OTHER.
-KNOWN_METHODS = frozenset(
-    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"}
-)
-OTHER = "_OTHER"
+KNOWN_METHODS = _http_semconv.KNOWN_METHODS
+OTHER = _http_semconv.OTHER_METHOD
 
 
 def duration_buckets(timeout: float) -> tuple[float, ...]:

@@ -40,6 +40,10 @@ class RequestScope:
     # An exception gunicorn logged while handling this request: the ASGI
     # worker catches the app's exception before post_request runs.
     error: BaseException | None = None
+    # The request's OpenTelemetry span and the token of its attached
+    # context, when tracing is on (see _tracing).
+    span: object | None = None
+    context_token: object | None = None
 
     def elapsed(self) -> float:
         """Seconds since ``pre_request``."""
@@ -54,6 +58,8 @@ class RequestOutcome:
     error_type: str | None
     duration: float
     response_bytes: int | None
+    # The exception behind error_type, for the span's exception event.
+    exception: BaseException | None = None
 
 
 @dataclass
@@ -98,15 +104,15 @@ class InFlight:
         if scope is None:
             return None
         duration = scope.elapsed()
-        status, error_type = resolve_status(
-            resp, sys.exc_info()[1] or scope.error, answers_system_exit
-        )
+        exc = sys.exc_info()[1] or scope.error
+        status, error_type = resolve_status(resp, exc, answers_system_exit)
         sent = getattr(resp, "sent", None) if resp is not None else None
         return scope, RequestOutcome(
             status=status,
             error_type=error_type,
             duration=duration,
             response_bytes=sent if isinstance(sent, int) else None,
+            exception=_cause(exc) if error_type is not None else None,
         )
 
     def snapshot(self) -> list[RequestScope]:
@@ -165,6 +171,13 @@ def resolve_status(
     if isinstance(exc, SystemExit) and not answers_system_exit:
         return None, error_type
     return 500, error_type
+
+
+def _cause(exc: BaseException | None) -> BaseException | None:
+    """The app's exception: the async workers re-raise it as a StopIteration."""
+    if isinstance(exc, StopIteration):
+        return exc.__context__
+    return exc
 
 
 def _error_type(exc: BaseException) -> str:

@@ -43,9 +43,11 @@ from hookkit._exits import (
 )
 from hookkit._metrics import route_from_environ
 from hookkit._prometheus import Prometheus
-from hookkit._requests import InFlight, RequestScope
+from hookkit._requests import InFlight, RequestOutcome, RequestScope
 from hookkit._settings import ConfigError, Settings
-from hookkit._stacks import Watchdog, scope_stack, thread_stacks
+from hookkit._stacks import Watchdog, interrupted_stack, thread_stacks
+from hookkit._tracing import Tracing, span_ids, worker_identity
+from hookkit._tracing_config import TracingConfig
 from hookkit._version import __version__
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -97,14 +99,18 @@ class Runtime:
         self.aborting = False
         self.watchdog: Watchdog | None = None
         self.prometheus = Prometheus()
+        self.tracing = Tracing()
+        self.tracing.report = self._report_export_failure
 
     # -- configuration -----------------------------------------------------
 
     def configure(self, settings: Settings, extra_sinks: tuple[Sink, ...] = ()) -> None:
         """Use ``settings``; replaces, never adds to, the sinks (a reload
         configures again and nothing may be duplicated)."""
+        tracing = TracingConfig.load(settings)  # raises ConfigError before anything changes
         self.settings = settings
         self.configured = True
+        self.tracing.configure(tracing, settings.max_routes)
         sinks: list[Sink] = []
         if settings.logs:
             sinks.append(_logging.LogSink(settings))
@@ -150,6 +156,8 @@ class Runtime:
                 "logger's format and worker exit codes and signals are not seen, so some "
                 "worker_exited reasons may be 'unknown'"
             )
+        # Said once, at start-up: what tracing will do in the workers.
+        fields["tracing"] = self.tracing.config.describe()
         self.emit(ev.MASTER_STARTING, "on_starting", level, **fields)
 
     def _start_metrics(self, server: Any) -> None:
@@ -331,12 +339,24 @@ class Runtime:
             if self.record.forked_at:
                 fields["boot_duration_seconds"] = round(now - self.record.forked_at, 6)
             self._record_stop_signals(self.record)
+        fields["tracing"] = self._start_tracing(worker.cfg, getattr(worker, "ppid", None))
         if self.settings.slow_request_seconds is not None:
             self.watchdog = Watchdog(
                 self.in_flight, self.settings.slow_request_seconds, self._report_slow
             )
             self.watchdog.start()
         self.emit(ev.WORKER_BOOTED, "post_worker_init", **fields)
+
+    def _start_tracing(self, cfg: Any, master_pid: int | None) -> str:
+        """Find or build this worker's tracer provider, once the app is loaded
+        (gevent has patched by then, and the app may have installed its own)."""
+        age = self.record.age if self.record is not None else None
+        identity = worker_identity(os.getpid(), master_pid or os.getppid(), age)
+        service_name = getattr(cfg, "proc_name", None)
+        return self.tracing.start_worker(identity, service_name if service_name else None)
+
+    def _report_export_failure(self, exc: Exception) -> None:
+        self.dispatcher.failed("tracing", "exporting spans", exc, label="sink 'tracing'")
 
     def _record_stop_signals(self, record: WorkerRecord) -> None:
         """Note in the record which stop signal reached the worker, then run
@@ -357,27 +377,35 @@ class Runtime:
     @_guarded
     def worker_int(self, worker: Any) -> None:
         self.emit(ev.WORKER_INTERRUPTED, "worker_int", "warning")
+        self.tracing.flush()
 
     @_guarded
     def worker_abort(self, worker: Any) -> None:
         self.aborting = True
+        scopes = self.in_flight.snapshot()
+        stacks = {id(scope): interrupted_stack(scope) for scope in scopes}
         requests = [
             {
                 "method": scope.method,
                 "path": scope.path,
                 "elapsed_seconds": round(scope.elapsed(), 6),
-                "stack": scope_stack(scope) if scope.task is not None else None,
+                "stack": stacks[id(scope)],
+                **span_ids(scope),
             }
-            for scope in self.in_flight.snapshot()
+            for scope in scopes
         ]
+        timeout = getattr(worker.cfg, "timeout", None)
         self.emit(
             ev.WORKER_ABORTED,
             "worker_abort",
             "error",
-            timeout=getattr(worker.cfg, "timeout", None),
+            timeout=timeout,
             requests_in_flight=requests,
             threads=thread_stacks(),
         )
+        # gunicorn SIGKILLs the worker about a second from now: the spans of
+        # the stuck requests end here, and are flushed within half of that.
+        self.tracing.abort(scopes, lambda scope: stacks[id(scope)], timeout)
 
     @_guarded
     def worker_exit(self, server: Any, worker: Any) -> None:
@@ -396,6 +424,7 @@ class Runtime:
             if self.record.forked_at:
                 fields["uptime_seconds"] = round(time.monotonic() - self.record.forked_at, 6)
         self.emit(ev.WORKER_EXITING, "worker_exit", **fields)
+        self.tracing.shutdown()
 
     def _how_worker_leaves(self, worker: Any, exc: BaseException | None) -> tuple[int, int]:
         """(exit kind, exit code) from inside the worker's exit path:
@@ -425,6 +454,7 @@ class Runtime:
     @_guarded
     def pre_request(self, worker: Any, req: Any) -> None:
         scope = self.in_flight.begin(req)
+        self.tracing.begin(scope, req)
         self.emit(ev.REQUEST_STARTED, "pre_request", "debug", method=scope.method, path=scope.path)
 
     @_guarded
@@ -433,6 +463,15 @@ class Runtime:
         if finished is None:
             return
         scope, outcome = finished
+        try:
+            self._finish_request(scope, outcome, req, environ)
+        finally:
+            # After the access line, so that it carries the trace id.
+            self.tracing.end(scope, outcome, environ, resp)
+
+    def _finish_request(
+        self, scope: RequestScope, outcome: RequestOutcome, req: Any, environ: Any
+    ) -> None:
         if self.record is not None:
             self.record.add_request()
         error_type = outcome.error_type
@@ -470,7 +509,10 @@ class Runtime:
             elapsed_seconds=round(scope.elapsed(), 6),
             threshold_seconds=self.settings.slow_request_seconds,
             stack=stack,
+            **span_ids(scope),
         )
+        if self.settings.slow_request_seconds is not None:
+            self.tracing.slow(scope, stack, self.settings.slow_request_seconds)
 
     # -- dirty arbiter and workers (gunicorn 25+) --------------------------
 
@@ -492,6 +534,7 @@ class Runtime:
     @_guarded
     def dirty_worker_init(self, worker: Any) -> None:
         self.prometheus.own_process("d")
+        self._start_tracing(getattr(worker, "cfg", None), getattr(worker, "ppid", None))
         self.emit(
             ev.DIRTY_WORKER_BOOTED,
             "dirty_worker_init",

@@ -10,6 +10,7 @@ the value and what is accepted. The environment wins over a config file, as
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -83,6 +84,37 @@ def parse_positive_int(value: object) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError("expected a whole number, 1 or more")
     return int(text)
+
+
+def parse_positive_seconds(value: object) -> float:
+    """A positive number of seconds."""
+    seconds = parse_seconds_or_off(value)
+    if seconds is None:
+        raise ValueError("expected a positive number of seconds")
+    return seconds
+
+
+def parse_regex_list(value: object) -> str | None:
+    """Comma-separated regular expressions; empty means none."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    for pattern in (item.strip() for item in text.split(",")):
+        if not pattern:
+            continue
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a valid regular expression ({exc})") from None
+    return text or None
+
+
+def parse_name_list(value: object) -> str | None:
+    """Comma-separated names; empty means none."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
 
 
 def parse_path_or_none(value: object) -> str | None:
@@ -171,6 +203,41 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Distinct `http_route` label values per worker; the rest are `_OTHER`.",
     ),
     SettingSpec(
+        "tracing",
+        parse_bool,
+        True,
+        "1/0, true/false, on/off, yes/no",
+        "The OpenTelemetry sink: a SERVER span per request, exported as the "
+        "`OTEL_*` variables say. `OTEL_SDK_DISABLED=true` also turns it off.",
+    ),
+    SettingSpec(
+        "tracing_excluded_urls",
+        parse_regex_list,
+        None,
+        "comma-separated regular expressions",
+        "Requests whose URL (without the query) matches get no span, as with "
+        "`OTEL_PYTHON_EXCLUDED_URLS` (both apply), e.g. `/healthz,/readyz`.",
+        unset="(none)",
+    ),
+    SettingSpec(
+        "tracing_redact_query",
+        parse_name_list,
+        None,
+        "comma-separated query parameter names",
+        "Query parameters whose values `url.query` shows as `REDACTED`, added "
+        "to the default list (names containing auth, bearer, code, credential, "
+        "jwt, key, otp, pass, pwd, secret, sess, sig or token, in any case).",
+        unset="(defaults only)",
+    ),
+    SettingSpec(
+        "tracing_flush_seconds",
+        parse_positive_seconds,
+        2.0,
+        "a positive number of seconds",
+        "How long a stopping worker waits for its spans to be exported "
+        "(worker_int, worker_exit); an aborted worker waits at most 0.5 s.",
+    ),
+    SettingSpec(
         "gunicorn_config",
         parse_path_or_none,
         None,
@@ -196,6 +263,10 @@ class Settings:
     metrics_bind: str = "127.0.0.1:9191"
     metrics_web_config: str | None = None
     max_routes: int = 100
+    tracing: bool = True
+    tracing_excluded_urls: str | None = None
+    tracing_redact_query: str | None = None
+    tracing_flush_seconds: float = 2.0
     gunicorn_config: str | None = None
 
     @classmethod

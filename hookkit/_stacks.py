@@ -45,6 +45,25 @@ def scope_stack(scope: RequestScope) -> str | None:
     return "".join(traceback.format_stack(frame))
 
 
+# gunicorn's SIGABRT handlers: workers/base.py and the ASGI worker's.
+_ABORT_HANDLERS = frozenset({"handle_abort", "handle_abort_signal"})
+
+
+def interrupted_stack(scope: RequestScope) -> str | None:
+    """``scope_stack``, also for the request that a signal handler running
+    on its own thread interrupted (the sync worker's timeout abort): there
+    the stack is the one below gunicorn's abort handler."""
+    if scope.task is not None or scope.thread_id != threading.get_ident():
+        return scope_stack(scope)
+    frame: FrameType | None = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_name in _ABORT_HANDLERS and "gunicorn" in frame.f_code.co_filename:
+            stuck = frame.f_back
+            return "".join(traceback.format_stack(stuck)) if stuck is not None else None
+        frame = frame.f_back
+    return None
+
+
 def _coroutine_stack(coro: object) -> str | None:
     """The await chain of a suspended coroutine, outermost first. A suspended
     coroutine's frame has no ``f_back``: the chain is in ``cr_await``."""

@@ -7,6 +7,10 @@
 ...     structlog.processors.JSONRenderer(),
 ... ])
 
+``add_trace_context`` adds ``trace_id`` and ``span_id`` (lower-case hex, as
+OpenTelemetry shows them) while a recording span is current: inside a
+request that hookkit traces, the request's span or the app's own.
+
 ``add_worker_info`` adds ``worker_pid`` and ``worker_age`` (gunicorn's spawn
 counter for the worker, ``worker.age``) in a gunicorn worker where hookkit's
 ``post_fork`` ran, and nothing elsewhere.
@@ -19,6 +23,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 EventDict = MutableMapping[str, Any]
 
@@ -53,6 +58,15 @@ def add_worker_info(_logger: object, _method: str, event_dict: EventDict) -> Eve
     return event_dict
 
 
+def add_trace_context(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
+    """Add ``trace_id`` and ``span_id`` of the current span, if any."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(context.span_id, "016x"))
+    return event_dict
+
+
 add_timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
 """Add ``timestamp``: ISO-8601 in UTC."""
 
@@ -60,6 +74,7 @@ __all__ = [
     "EventDict",
     "add_pid",
     "add_timestamp",
+    "add_trace_context",
     "add_worker_info",
     "clear_worker_identity",
     "set_worker_identity",

@@ -29,9 +29,9 @@ BOOL_CASES = [
 ]
 
 
-def test_the_on_off_settings_are_logs_access_log_and_metrics() -> None:
-    """The on/off settings under test are the three there are."""
-    expected = ["logs", "access_log", "metrics"]
+def test_the_on_off_settings_are_logs_access_log_metrics_and_tracing() -> None:
+    """The on/off settings under test are the four there are."""
+    expected = ["logs", "access_log", "metrics", "tracing"]
     assert expected == [spec.attr for spec in BOOL_SETTINGS]
 
 
@@ -342,6 +342,10 @@ def test_as_rows_of_the_defaults() -> None:
         ("HOOKKIT_METRICS_BIND", "127.0.0.1:9191"),
         ("HOOKKIT_METRICS_WEB_CONFIG", "(none)"),
         ("HOOKKIT_MAX_ROUTES", "100"),
+        ("HOOKKIT_TRACING", "on"),
+        ("HOOKKIT_TRACING_EXCLUDED_URLS", "(none)"),
+        ("HOOKKIT_TRACING_REDACT_QUERY", "(defaults only)"),
+        ("HOOKKIT_TRACING_FLUSH_SECONDS", "2.0"),
         ("HOOKKIT_GUNICORN_CONFIG", "(none)"),
     ]
     assert expected == Settings().as_rows()
@@ -358,6 +362,10 @@ def test_as_rows_of_set_values() -> None:
         metrics_bind="[::1]:9200",
         metrics_web_config="web.yml",
         max_routes=7,
+        tracing=False,
+        tracing_excluded_urls="/healthz,^/ready",
+        tracing_redact_query="state,nonce",
+        tracing_flush_seconds=0.5,
         gunicorn_config="gunicorn.conf.py",
     )
 
@@ -370,6 +378,10 @@ def test_as_rows_of_set_values() -> None:
         ("HOOKKIT_METRICS_BIND", "[::1]:9200"),
         ("HOOKKIT_METRICS_WEB_CONFIG", "web.yml"),
         ("HOOKKIT_MAX_ROUTES", "7"),
+        ("HOOKKIT_TRACING", "off"),
+        ("HOOKKIT_TRACING_EXCLUDED_URLS", "/healthz,^/ready"),
+        ("HOOKKIT_TRACING_REDACT_QUERY", "state,nonce"),
+        ("HOOKKIT_TRACING_FLUSH_SECONDS", "0.5"),
         ("HOOKKIT_GUNICORN_CONFIG", "gunicorn.conf.py"),
     ]
     assert expected == settings.as_rows()
@@ -386,6 +398,10 @@ def test_as_rows_round_trips_through_the_environment() -> None:
         metrics_bind="[::1]:9200",
         metrics_web_config="web.yml",
         max_routes=7,
+        tracing=False,
+        tracing_excluded_urls="/healthz,^/ready",
+        tracing_redact_query="state,nonce",
+        tracing_flush_seconds=0.5,
         gunicorn_config="gunicorn.conf.py",
     )
 

@@ -1,0 +1,448 @@
+"""The tracing sink: one OpenTelemetry SERVER span per request, per worker.
+
+Lifecycle, per process:
+
+- master: nothing is built; the configuration was checked at start-up
+  (``_tracing_config``), so no export thread ever runs in the master and
+  nothing crosses a fork;
+- worker, once the app is loaded (``post_worker_init``, or
+  ``dirty_worker_init``): an SDK tracer provider the app or
+  ``opentelemetry-instrument`` installed is used as it is; otherwise, when
+  export was asked for, hookkit builds one with a batch processor per
+  exporter and makes it the global provider, so the app's own spans go to
+  the same place;
+- request: the span starts in ``pre_request`` and is attached as the
+  current context, so the app's spans and the contrib framework
+  instrumentations nest under it (they make an INTERNAL span when a span is
+  current); it ends in ``post_request``, after the body was streamed;
+- ``worker_abort``: the spans of the requests in flight end as ERROR, with
+  the stuck stack in an exception event, then a flush bounded in time;
+- ``worker_int`` / ``worker_exit``: a flush or shutdown bounded by
+  ``HOOKKIT_TRACING_FLUSH_SECONDS``.
+
+The SDK's ``force_flush`` and ``shutdown`` do not honour their timeouts
+against a hanging collector (opentelemetry-python #4568), so hookkit runs
+them in a daemon thread and waits for it at most the bound.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from hookkit._http_semconv import OTHER_METHOD, method_attributes, request_headers, split_host
+from hookkit._metrics import OTHER, RouteLimit, route_from_environ
+from hookkit._requests import RequestOutcome, RequestScope
+from hookkit._tracing_config import TracingConfig
+from hookkit._version import __version__
+
+ABORT_FLUSH_SECONDS = 0.5  # gunicorn SIGKILLs an aborted worker about a second later
+TIMEOUT_ERROR = "timeout"
+
+# Which tracer provider a worker uses.
+PROVIDER_HOOKKIT = "hookkit"  # built by hookkit from the OTEL_* variables
+PROVIDER_APP = "app"  # installed by the app or opentelemetry-instrument
+PROVIDER_NONE = "none"  # tracing on, but nothing asked for export: no spans
+PROVIDER_OFF = "off"
+
+
+class ExportFailed(Exception):
+    """An exporter reported that a batch of spans was not delivered."""
+
+
+class _HeaderGetter(Getter[Mapping[str, list[str]]]):
+    """Reads propagation headers from the request's headers, by lower-case
+    name. Repeated ``tracestate`` and ``baggage`` lines are one list (RFC
+    9110 5.3); repeated, differing ``traceparent`` lines are invalid (W3C
+    Trace Context), and a new trace starts."""
+
+    def get(self, carrier: Mapping[str, list[str]], key: str) -> list[str] | None:
+        values = carrier.get(key.lower())
+        if not values:
+            return None
+        if len(values) == 1:
+            return values
+        if key.lower() == "traceparent":
+            return values[:1] if len(set(values)) == 1 else None
+        return [",".join(values)]
+
+    def keys(self, carrier: Mapping[str, list[str]]) -> list[str]:
+        return list(carrier)
+
+
+_GETTER = _HeaderGetter()
+
+
+class _ReportingExporter(SpanExporter):
+    """An exporter whose failures are counted and reported by hookkit
+    (``hookkit_sink_errors_total{sink="tracing"}`` and a rate-limited line)."""
+
+    def __init__(self, exporter: SpanExporter, name: str, report: Callable[[Exception], None]):
+        self.exporter = exporter
+        self.name = name
+        self.report = report
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.exporter.export(spans)
+        except Exception as exc:
+            self.report(exc)
+            return SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            self.report(ExportFailed(f"{self.name} exporter dropped {len(spans)} spans"))
+        return result
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+
+def run_bounded(target: Callable[[], object], seconds: float, name: str) -> bool:
+    """Run ``target`` in a daemon thread and wait for it at most ``seconds``;
+    True when it finished in time."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()
+
+
+class Tracing:
+    """The tracing sink of one process."""
+
+    name = "tracing"
+
+    def __init__(self) -> None:
+        self.config = TracingConfig()
+        self.provider: Any = None
+        self.tracer: trace.Tracer | None = None
+        self.provider_kind = PROVIDER_OFF
+        self.report: Callable[[Exception], None] = lambda exc: None
+        self._propagator: Any = None
+        self._span_attributes: dict[str, Any] = {}
+        self._routes = RouteLimit(100)
+        self._stopped = False
+
+    def configure(self, config: TracingConfig, max_routes: int = 100) -> None:
+        """Use ``config`` (checked at start-up, in the master)."""
+        self.config = config
+        self._routes = RouteLimit(max_routes)
+
+    # -- per worker ------------------------------------------------------
+
+    def start_worker(self, identity: Mapping[str, Any], service_name: str | None) -> str:
+        """Find or build this worker's tracer provider; returns which
+        (``PROVIDER_*``). ``identity`` is the worker's pid, master pid and
+        age, as resource attributes (or span attributes on the app's provider)."""
+        self.tracer = None
+        self._stopped = False
+        self.provider_kind = PROVIDER_OFF
+        if not self.config.enabled:
+            return self.provider_kind
+        current = trace.get_tracer_provider()
+        if _installed(current):
+            self.provider = current
+            self.provider_kind = PROVIDER_APP
+            self._span_attributes = dict(identity)
+        elif self.config.own_provider:
+            self.provider = self._build_provider(identity, service_name)
+            trace.set_tracer_provider(self.provider)
+            self.provider_kind = PROVIDER_HOOKKIT
+            self._span_attributes = {}
+        else:
+            self.provider_kind = PROVIDER_NONE
+            return self.provider_kind
+        self.tracer = self.provider.get_tracer("hookkit", __version__)
+        self._propagator = propagate.get_global_textmap()
+        atexit.register(self.shutdown, self.config.flush_seconds)
+        return self.provider_kind
+
+    def _build_provider(self, identity: Mapping[str, Any], service_name: str | None) -> Any:
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        resource = Resource.create()
+        named = str(resource.attributes.get(SERVICE_NAME, ""))
+        extra: dict[str, Any] = dict(identity)
+        if service_name and (not named or named.startswith("unknown_service")):
+            extra[SERVICE_NAME] = service_name
+        # What the user set in OTEL_RESOURCE_ATTRIBUTES wins over hookkit's.
+        resource = Resource(extra).merge(resource)
+        if SERVICE_NAME in extra:
+            resource = resource.merge(Resource({SERVICE_NAME: extra[SERVICE_NAME]}))
+        # shutdown_on_exit=False: the SDK's own atexit shutdown waits without
+        # bound on a hanging collector; hookkit's is bounded.
+        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        for name in self.config.exporters:
+            exporter = _ReportingExporter(_make_exporter(name), name, self.report)
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        return provider
+
+    # -- per request -----------------------------------------------------
+
+    def begin(self, scope: RequestScope, req: object) -> None:
+        """Start the request's SERVER span and make it current."""
+        tracer = self.tracer
+        if tracer is None:
+            return
+        config = self.config
+        headers = request_headers(req)
+        by_name: dict[str, list[str]] = {}
+        for name, value in headers:
+            by_name.setdefault(name, []).append(value)
+        scheme = getattr(req, "scheme", None) or "http"
+        host = by_name.get("host")
+        path = scope.path
+        if config.excluded is not None and config.excluded.search(
+            f"{scheme}://{host[0] if host else ''}{path}"
+        ):
+            return
+        parent = self._propagator.extract(by_name, context=Context(), getter=_GETTER)
+        method, original = method_attributes(scope.method)
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "url.scheme": scheme,
+            "url.path": path,
+        }
+        if original is not None:
+            attributes["http.request.method_original"] = original
+        query = getattr(req, "query", None)
+        if query:
+            attributes["url.query"] = config.redactor.redact(query)
+        if host:
+            address, port = split_host(host[0])
+            attributes["server.address"] = address
+            attributes["server.port"] = port or (443 if scheme == "https" else 80)
+        peer = getattr(req, "peer_addr", None)
+        if isinstance(peer, tuple) and peer:
+            attributes["client.address"] = str(peer[0])
+            attributes["network.peer.address"] = str(peer[0])
+            if len(peer) > 1 and isinstance(peer[1], int):
+                attributes["network.peer.port"] = peer[1]
+        version = _protocol_version(getattr(req, "version", None))
+        if version:
+            attributes["network.protocol.version"] = version
+        agent = by_name.get("user-agent")
+        if agent:
+            attributes["user_agent.original"] = agent[0]
+        if config.request_headers:
+            attributes.update(config.request_headers.attributes("http.request.header.", headers))
+        if self._span_attributes:
+            attributes.update(self._span_attributes)
+        span = tracer.start_span(
+            method if method != OTHER_METHOD else "HTTP",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+        )
+        scope.span = span
+        scope.context_token = otel_context.attach(trace.set_span_in_context(span, parent))
+
+    def end(
+        self,
+        scope: RequestScope,
+        outcome: RequestOutcome,
+        environ: object,
+        resp: object,
+    ) -> None:
+        """End the request's span with what the client received, and leave
+        its context."""
+        span: Any = scope.span
+        token: Any = scope.context_token
+        scope.span = None
+        scope.context_token = None
+        try:
+            if span is not None:
+                self._finish(span, outcome, environ, resp)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    def _finish(self, span: Any, outcome: RequestOutcome, environ: object, resp: object) -> None:
+        status = outcome.status
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        if isinstance(environ, dict):
+            route = self._routes.label(route_from_environ(environ))
+            if route and route != OTHER:
+                span.set_attribute("http.route", route)
+                method = span.attributes.get("http.request.method")
+                span.update_name(f"{method if method != OTHER_METHOD else 'HTTP'} {route}")
+            if "client.address" not in span.attributes:
+                remote = environ.get("REMOTE_ADDR")
+                if isinstance(remote, str) and remote:
+                    span.set_attribute("client.address", remote)
+        if self.config.response_headers and resp is not None:
+            span.set_attributes(
+                self.config.response_headers.attributes(
+                    "http.response.header.", _response_headers(resp)
+                )
+            )
+        error = outcome.error_type
+        if error:
+            span.set_attribute("error.type", error)
+            if outcome.exception is not None:
+                span.record_exception(outcome.exception)
+            # 4xx is the client's error, not the server's: only 5xx and
+            # exceptions make the span an error.
+            if status is None or status >= 500 or outcome.exception is not None:
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+    def abort(
+        self,
+        scopes: Iterable[RequestScope],
+        stack: Callable[[RequestScope], str | None],
+        timeout: object,
+    ) -> bool:
+        """gunicorn is aborting this worker (its timeout): end every span in
+        flight as a timeout error with the stuck stack, then flush. Returns
+        whether the flush finished in time."""
+        ended = 0
+        for scope in scopes:
+            span: Any = scope.span
+            if span is None:
+                continue
+            scope.span = None  # post_request, if it still runs, only leaves the context
+            span.set_attribute("error.type", TIMEOUT_ERROR)
+            span.add_event(
+                "exception",
+                {
+                    "exception.type": "WorkerTimeout",
+                    "exception.message": f"gunicorn aborted the worker: the request ran "
+                    f"past its timeout ({timeout} s)",
+                    "exception.stacktrace": stack(scope) or "",
+                },
+            )
+            span.set_status(Status(StatusCode.ERROR, "worker timeout"))
+            span.end()
+            ended += 1
+        if not ended:
+            return True
+        return self.flush(min(ABORT_FLUSH_SECONDS, self.config.flush_seconds))
+
+    def slow(self, scope: RequestScope, stack: str | None, threshold: float) -> None:
+        """The watchdog found the request past its threshold: a span event."""
+        span: Any = scope.span
+        if span is None:
+            return
+        span.add_event(
+            "request_slow",
+            {
+                "hookkit.elapsed_seconds": round(scope.elapsed(), 6),
+                "hookkit.threshold_seconds": threshold,
+                "code.stacktrace": stack or "",
+            },
+        )
+
+    # -- flushing --------------------------------------------------------
+
+    def flush(self, seconds: float | None = None) -> bool:
+        """Export what is buffered, waiting at most ``seconds``."""
+        provider = self.provider
+        if self.tracer is None or provider is None or self._stopped:
+            return True
+        flush = getattr(provider, "force_flush", None)
+        if flush is None:
+            return True
+        bound = self.config.flush_seconds if seconds is None else seconds
+        return run_bounded(flush, bound, "hookkit-trace-flush")
+
+    def shutdown(self, seconds: float | None = None) -> bool:
+        """Flush and shut the provider down, waiting at most ``seconds``;
+        hookkit's spans stop here (the worker is leaving)."""
+        provider = self.provider
+        if self.tracer is None or provider is None or self._stopped:
+            return True
+        self._stopped = True
+        self.tracer = None
+        shutdown = getattr(provider, "shutdown", None)
+        if shutdown is None:
+            return True
+        bound = self.config.flush_seconds if seconds is None else seconds
+        return run_bounded(shutdown, bound, "hookkit-trace-shutdown")
+
+
+def span_ids(scope: RequestScope) -> dict[str, str]:
+    """``trace_id`` and ``span_id`` of the request's span, for log lines
+    written outside the request's own context (the watchdog, an abort)."""
+    span: Any = scope.span
+    if span is None:
+        return {}
+    context = span.get_span_context()
+    return {
+        "trace_id": format(context.trace_id, "032x"),
+        "span_id": format(context.span_id, "016x"),
+    }
+
+
+def _installed(provider: object) -> bool:
+    """Whether someone installed a real tracer provider (not the API's
+    proxy placeholder, nor a deliberate no-op)."""
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return False
+    return provider is not None
+
+
+def _make_exporter(name: str) -> SpanExporter:
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if name == "otlp_grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+
+        exporter: SpanExporter = GrpcSpanExporter()
+        return exporter
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    from importlib import metadata
+
+    for entry in metadata.entry_points(group="opentelemetry_traces_exporter"):
+        if entry.name == name:
+            made: SpanExporter = entry.load()()
+            return made
+    raise LookupError(f"no span exporter named {name!r}")
+
+
+def _protocol_version(version: object) -> str | None:
+    if isinstance(version, tuple) and len(version) == 2:
+        major, minor = version
+        return f"{major}" if major >= 2 and minor == 0 else f"{major}.{minor}"
+    if isinstance(version, str) and version:
+        return version.removeprefix("HTTP/")
+    return None
+
+
+def _response_headers(resp: object) -> list[tuple[str, str]]:
+    headers = getattr(resp, "headers", None) or ()
+    pairs: list[tuple[str, str]] = []
+    for name, value in headers:
+        text = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        val = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        pairs.append((text, val))
+    return pairs
+
+
+def worker_identity(pid: int, master_pid: int, age: int | None) -> dict[str, Any]:
+    """Resource (or span) attributes naming a gunicorn worker."""
+    identity: dict[str, Any] = {"process.pid": pid, "process.parent_pid": master_pid}
+    if age is not None:
+        identity["gunicorn.worker.age"] = age
+    return identity
