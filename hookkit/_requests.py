@@ -44,6 +44,9 @@ class RequestScope:
     # context, when tracing is on (see _tracing).
     span: object | None = None
     context_token: object | None = None
+    # The route template, when the app gave it outside the WSGI environ
+    # (an ASGI app's scope, see _asgi).
+    route: str | None = None
 
     def elapsed(self) -> float:
         """Seconds since ``pre_request``."""

@@ -24,6 +24,7 @@ import gunicorn
 
 from hookkit import _events as ev
 from hookkit import _logging, processors
+from hookkit._asgi import calls_request_hooks, wrap_worker_app
 from hookkit._dispatch import Dispatcher
 from hookkit._events import Event, Level, Sink
 from hookkit._exits import (
@@ -41,6 +42,7 @@ from hookkit._exits import (
     WorkerRecord,
     classify,
 )
+from hookkit._frameworks import watch_flask_routes
 from hookkit._metrics import route_from_environ
 from hookkit._prometheus import Prometheus
 from hookkit._requests import InFlight, RequestOutcome, RequestScope
@@ -205,6 +207,7 @@ class Runtime:
             hookkit_version=__version__,
             metrics_endpoint=metrics.url(),
             metrics_directory=metrics.directory.path if metrics.directory else None,
+            request_hooks=_request_hooks(cfg),
         )
 
     @_guarded
@@ -339,6 +342,9 @@ class Runtime:
             if self.record.forked_at:
                 fields["boot_duration_seconds"] = round(now - self.record.forked_at, 6)
             self._record_stop_signals(self.record)
+        fields["request_events"] = wrap_worker_app(worker, self)
+        if fields["request_events"] == "hooks":
+            watch_flask_routes()
         fields["tracing"] = self._start_tracing(worker.cfg, getattr(worker, "ppid", None))
         if self.settings.slow_request_seconds is not None:
             self.watchdog = Watchdog(
@@ -463,14 +469,15 @@ class Runtime:
         if finished is None:
             return
         scope, outcome = finished
+        route = (route_from_environ(environ) if isinstance(environ, dict) else None) or scope.route
         try:
-            self._finish_request(scope, outcome, req, environ)
+            self._finish_request(scope, outcome, route, req)
         finally:
             # After the access line, so that it carries the trace id.
-            self.tracing.end(scope, outcome, environ, resp)
+            self.tracing.end(scope, outcome, route, environ, resp)
 
     def _finish_request(
-        self, scope: RequestScope, outcome: RequestOutcome, req: Any, environ: Any
+        self, scope: RequestScope, outcome: RequestOutcome, route: str | None, req: Any
     ) -> None:
         if self.record is not None:
             self.record.add_request()
@@ -486,7 +493,7 @@ class Runtime:
             duration_seconds=round(outcome.duration, 6),
             response_bytes=outcome.response_bytes,
             request_bytes=_content_length(req),
-            route=route_from_environ(environ) if isinstance(environ, dict) else None,
+            route=route,
             error_type=error_type,
         )
 
@@ -560,6 +567,18 @@ def _reapply_log_format(server: Any, settings: Settings) -> None:
         formatter = _logging.make_formatter(settings.log_format)
         for handler in log.error_log.handlers:
             handler.setFormatter(formatter)
+
+
+def _request_hooks(cfg: Any) -> str:
+    """How request events are made under the configured worker class, said
+    once at start-up."""
+    worker_class = getattr(cfg, "worker_class", None)
+    if not isinstance(worker_class, type) or calls_request_hooks(worker_class):
+        return "called by the worker class"
+    return (
+        f"not called by {worker_class.__name__}: hookkit wraps the worker's ASGI app "
+        "and makes the request events itself"
+    )
 
 
 def _content_length(req: Any) -> int | None:

@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from hookkit._http_semconv import OTHER_METHOD, method_attributes, request_headers, split_host
-from hookkit._metrics import OTHER, RouteLimit, route_from_environ
+from hookkit._metrics import OTHER, RouteLimit
 from hookkit._requests import RequestOutcome, RequestScope
 from hookkit._tracing_config import TracingConfig
 from hookkit._version import __version__
@@ -254,6 +254,7 @@ class Tracing:
         self,
         scope: RequestScope,
         outcome: RequestOutcome,
+        route: str | None,
         environ: object,
         resp: object,
     ) -> None:
@@ -265,25 +266,31 @@ class Tracing:
         scope.context_token = None
         try:
             if span is not None:
-                self._finish(span, outcome, environ, resp)
+                self._finish(span, outcome, route, environ, resp)
         finally:
             if token is not None:
                 otel_context.detach(token)
 
-    def _finish(self, span: Any, outcome: RequestOutcome, environ: object, resp: object) -> None:
+    def _finish(
+        self,
+        span: Any,
+        outcome: RequestOutcome,
+        route: str | None,
+        environ: object,
+        resp: object,
+    ) -> None:
         status = outcome.status
         if status is not None:
             span.set_attribute("http.response.status_code", status)
-        if isinstance(environ, dict):
-            route = self._routes.label(route_from_environ(environ))
-            if route and route != OTHER:
-                span.set_attribute("http.route", route)
-                method = span.attributes.get("http.request.method")
-                span.update_name(f"{method if method != OTHER_METHOD else 'HTTP'} {route}")
-            if "client.address" not in span.attributes:
-                remote = environ.get("REMOTE_ADDR")
-                if isinstance(remote, str) and remote:
-                    span.set_attribute("client.address", remote)
+        label = self._routes.label(route)
+        if label and label != OTHER:
+            span.set_attribute("http.route", label)
+            method = span.attributes.get("http.request.method")
+            span.update_name(f"{method if method != OTHER_METHOD else 'HTTP'} {label}")
+        if isinstance(environ, dict) and "client.address" not in span.attributes:
+            remote = environ.get("REMOTE_ADDR")
+            if isinstance(remote, str) and remote:
+                span.set_attribute("client.address", remote)
         if self.config.response_headers and resp is not None:
             span.set_attributes(
                 self.config.response_headers.attributes(

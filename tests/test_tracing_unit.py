@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from hookkit._metrics import route_from_environ
 from hookkit._requests import InFlight, RequestScope
 from hookkit._settings import Settings
 from hookkit._tracing import Tracing
@@ -74,7 +75,8 @@ class Harness:
         finished = self.in_flight.finish(req, resp)
         assert finished is not None
         scope, outcome = finished
-        self.tracing.end(scope, outcome, {} if environ is None else environ, resp)
+        environ = {} if environ is None else environ
+        self.tracing.end(scope, outcome, route_from_environ(environ), environ, resp)
         return scope
 
     def spans(self) -> list[ReadableSpan]:

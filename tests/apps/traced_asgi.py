@@ -6,7 +6,9 @@ as seen inside the app.
 - ``/status/CODE``: answers CODE;
 - ``/raise``: raises before the response starts (gunicorn sends 500);
 - ``/sleep?S``: awaits S seconds;
-- ``/stream?N``: N chunks, 0.1 s apart.
+- ``/stream?N``: N chunks, 0.1 s apart;
+- a WebSocket connection to any path: accepted, each text message echoed
+  until the client closes.
 """
 
 import asyncio
@@ -25,6 +27,9 @@ def current_ids():
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
+        return
+    if scope["type"] == "websocket":
+        await echo(receive, send)
         return
     path = scope["path"]
     query = scope.get("query_string", b"").decode()
@@ -58,3 +63,14 @@ async def app(scope, receive, send):
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def echo(receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text") or ""})
+        else:
+            return
