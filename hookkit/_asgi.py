@@ -156,16 +156,25 @@ class RequestEvents:
             return
         opened = self.runtime.in_flight.current() if self.runtime.in_flight.scopes else None
         if opened is not None or not self.make_events:
-            # The worker called pre_request: only the route is wanted here.
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                if opened is None:
-                    opened = self.runtime.in_flight.current()
-                if opened is not None:
-                    opened.route = route_from_scope(scope)
+            await self._noting_route(opened, scope, receive, send)
             return
         await self._with_events(scope, receive, send)
+
+    async def _noting_route(self, opened: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        """The worker called pre_request: note the route and the app's
+        exception (a framework may have answered 500 itself, and the worker
+        then sees a complete response and logs nothing)."""
+        if opened is not None:
+            _defer_to_hookkit_span(opened, scope)
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            if opened is not None and opened.error is None:
+                opened.error = exc
+            raise
+        finally:
+            if opened is not None:
+                opened.route = route_from_scope(scope)
 
     async def _with_events(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = AsgiRequest(scope)
@@ -175,7 +184,13 @@ class RequestEvents:
             response.note(message)
             await send(message)
 
+        # gunicorn's worker classes count requests in worker.nr (the exit
+        # reason max_requests reads it); uvicorn counts its own.
+        self.worker.nr = getattr(self.worker, "nr", 0) + 1
         self.runtime.pre_request(self.worker, request)
+        opened = self.runtime.in_flight.current()
+        if opened is not None:
+            _defer_to_hookkit_span(opened, scope)
         try:
             await self.app(scope, receive, noting_send)
         except asyncio.CancelledError:
@@ -199,6 +214,17 @@ class RequestEvents:
         route = route_from_scope(scope)
         environ = {"hookkit.route": route} if route else {}
         self.runtime.post_request(self.worker, request, environ, response)
+
+
+def _defer_to_hookkit_span(opened: Any, scope: Scope) -> None:
+    """FastAPI's native telemetry starts a SERVER span of its own for each
+    request, parented only from the request headers: beside hookkit's, a
+    second SERVER span, a sibling rather than a child. The scope key it
+    reads as "telemetry is handled upstream" (as for a mounted app) turns it
+    off for requests hookkit traces; the app's own spans still nest under
+    hookkit's span, which is current."""
+    if opened.span is not None:
+        scope.setdefault("fastapi.telemetry", None)
 
 
 def wrap_worker_app(worker: Any, runtime: Any) -> str:

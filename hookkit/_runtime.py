@@ -342,6 +342,7 @@ class Runtime:
             if self.record.forked_at:
                 fields["boot_duration_seconds"] = round(now - self.record.forked_at, 6)
             self._record_stop_signals(self.record)
+        self._leave_on_default_stop_signals(worker)
         fields["request_events"] = wrap_worker_app(worker, self)
         if fields["request_events"] == "hooks":
             watch_flask_routes()
@@ -363,6 +364,31 @@ class Runtime:
 
     def _report_export_failure(self, exc: Exception) -> None:
         self.dispatcher.failed("tracing", "exporting spans", exc, label="sink 'tracing'")
+
+    def _leave_on_default_stop_signals(self, worker: Any) -> None:
+        """A worker class that leaves a stop signal at its default action
+        dies of it without gunicorn's worker_exit: uvicorn-worker's server
+        takes SIGTERM and SIGINT for its graceful shutdown, puts the handlers
+        it found back, and raises the signal again. For such a signal hookkit
+        installs a handler that does worker_exit's work (the exit record,
+        ``worker_exiting``, the bounded flush of spans), then lets the signal
+        end the process as it would have."""
+        for signum in _STOP_SIGNALS:
+            if signal.getsignal(signum) is not signal.SIG_DFL:
+                continue
+
+            def leaving(sig: int, frame: Any) -> None:
+                if self.record is not None:
+                    self.record.signal_received = sig
+                try:
+                    self._leave_worker(worker, None)
+                except Exception as exc:
+                    self.dispatcher.internal_error("worker_exit", exc)
+                finally:
+                    signal.signal(sig, signal.SIG_DFL)
+                    signal.raise_signal(sig)
+
+            signal.signal(signum, leaving)
 
     def _record_stop_signals(self, record: WorkerRecord) -> None:
         """Note in the record which stop signal reached the worker, then run
@@ -420,9 +446,14 @@ class Runtime:
             # hook in the master instead of child_exit.
             self._report_exit(worker.pid, worker.age, bool(worker.aborted), "worker_exit")
             return
+        self._leave_worker(worker, sys.exc_info()[1])
+
+    def _leave_worker(self, worker: Any, exc: BaseException | None) -> None:
+        """The worker's side of its exit: record how it leaves, say so, and
+        flush its spans within the bound."""
         if self.watchdog is not None:
             self.watchdog.stop()
-        kind, code = self._how_worker_leaves(worker, sys.exc_info()[1])
+        kind, code = self._how_worker_leaves(worker, exc)
         fields: dict[str, object] = {"exit_code": code}
         if self.record is not None:
             self.record.set_exit(kind, code)
