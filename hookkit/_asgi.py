@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import types
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -82,11 +83,25 @@ def route_from_scope(scope: Scope) -> str | None:
     route = scope.get("hookkit.route")
     if isinstance(route, str):
         return route
-    path = getattr(scope.get("route"), "path", None)
+    matched = scope.get("route")
+    path = getattr(matched, "path", None)
     if not isinstance(path, str):
         return None
     root = scope.get("root_path") or ""
-    return f"{root}{path}" if isinstance(root, str) else path
+    if not isinstance(root, str):
+        return path
+    if _is_mount(matched):
+        # A plain app mounted in Starlette (StaticFiles, a sub-app): the
+        # Mount stays in scope["route"], and root_path already ends with
+        # the path it matched.
+        return root if root.endswith(path) else path
+    return f"{root}{path}"
+
+
+def _is_mount(route: object) -> bool:
+    routing = sys.modules.get("starlette.routing")
+    mount = getattr(routing, "Mount", None)
+    return isinstance(mount, type) and isinstance(route, mount)
 
 
 class AsgiRequest:
