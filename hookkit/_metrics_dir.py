@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 
@@ -90,13 +91,25 @@ class MetricsDir:
                     f"{ENV_DIR}={path!r} is not valid: not writable by this user "
                     f"(uid {os.geteuid()}); fix its permissions or point it elsewhere"
                 )
-            directory = cls(path, private=environ.get(ENV_PRIVATE) == path)
+            private = environ.get(ENV_PRIVATE) == path
+            if private:
+                _check_private(path)
+            directory = cls(path, private=private)
             if not reexec:
                 directory.clear()
         environ[ENV_DIR] = directory.path
         if directory.private:
             environ[ENV_PRIVATE] = directory.path
         return directory
+
+    @property
+    def world_writable(self) -> bool:
+        """Whether any user may create files in it (a Kubernetes ``emptyDir``
+        is 0777: fine inside a pod, worth a warning elsewhere)."""
+        try:
+            return bool(os.stat(self.path).st_mode & stat.S_IWOTH)
+        except OSError:
+            return False
 
     def clear(self) -> None:
         """Remove stale metric files (a fresh start only)."""
@@ -118,6 +131,27 @@ class MetricsDir:
         """Delete a private directory when its last master exits."""
         if self.private:
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _check_private(path: str) -> None:
+    """A private directory handed over by a USR2 re-exec must still be the
+    one hookkit made: a real directory (not a symlink), owned by this user,
+    mode 0700. Anything else was put there by someone else."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"{ENV_DIR}={path!r}: hookkit's private directory is gone ({exc})"
+        ) from None
+    if (
+        not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.geteuid()
+        or stat.S_IMODE(info.st_mode) != 0o700
+    ):
+        raise ConfigError(
+            f"{ENV_DIR}={path!r}: hookkit's private directory was replaced (not a 0700 "
+            f"directory owned by uid {os.geteuid()}); refusing to use it"
+        )
 
 
 class Slots:

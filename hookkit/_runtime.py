@@ -173,6 +173,17 @@ class Runtime:
         assert metrics is not None
         self.dispatcher.on_error = lambda who: metrics.sink_errors.labels(who).inc()
         self.configure(self.settings)
+        directory = self.prometheus.directory
+        if directory is not None and not directory.private and directory.world_writable:
+            self.emit(
+                ev.METRICS_DIRECTORY_WORLD_WRITABLE,
+                "on_starting",
+                "warning",
+                path=directory.path,
+                note="any user of this machine can create files in the multiprocess "
+                "directory, and so plant files that the metrics are read from or written "
+                "through; fine in a container's own emptyDir, otherwise give it mode 0700",
+            )
 
     def _watch_stop(self, server: Any) -> None:
         """Know when the master is stopping. gunicorn's Arbiter.stop() runs for
