@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 
 from hookkit._events import Event, Sink
+from hookkit._stderr import stderr
 
 ERROR_REPORT_INTERVAL = 60.0
 
@@ -54,12 +54,13 @@ class Dispatcher:
         if last is not None and now - last < ERROR_REPORT_INTERVAL:
             return
         self._last_report[who] = now
-        try:
-            sys.stderr.write(
-                f"hookkit: {label or who} failed {where} in pid {os.getpid()}: "
-                f"{type(exc).__name__}: {exc} ({self.errors[who]} errors so far; "
-                f"reported at most once a minute)\n"
+        # Straight to stderr (the failing sink may be the log sink), never
+        # waiting on a reader that stopped reading.
+        with contextlib.suppress(Exception):
+            stderr().write(
+                (
+                    f"hookkit: {label or who} failed {where} in pid {os.getpid()}: "
+                    f"{type(exc).__name__}: {exc} ({self.errors[who]} errors so far; "
+                    f"reported at most once a minute)\n"
+                ).encode("utf-8", "replace")
             )
-            sys.stderr.flush()
-        except Exception:
-            pass

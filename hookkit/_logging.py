@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ import structlog
 from hookkit import processors
 from hookkit._events import REQUEST_FINISHED, Event
 from hookkit._settings import Settings
+from hookkit._stderr import NonBlockingStderrHandler
 
 LOGGER_NAME = "hookkit"
 _LEVELS = {
@@ -92,7 +92,7 @@ def ensure_stderr_handler(settings: Settings) -> None:
     """Give hookkit a stderr handler when nothing else gave it one."""
     if stdlib_logger().handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = NonBlockingStderrHandler()
     handler.setFormatter(make_formatter(settings.log_format))
     set_handlers([handler])
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import gunicorn
 
 from hookkit import _events as ev
-from hookkit import _logging, processors
+from hookkit import _logging, _stderr, processors
 from hookkit._asgi import calls_request_hooks, wrap_worker_app
 from hookkit._dispatch import Dispatcher
 from hookkit._events import Event, Level, Sink
@@ -172,6 +172,7 @@ class Runtime:
         metrics = self.prometheus.metrics
         assert metrics is not None
         self.dispatcher.on_error = lambda who: metrics.sink_errors.labels(who).inc()
+        _stderr.set_on_drop(lambda: metrics.sink_errors.labels("logs").inc())
         self.configure(self.settings)
         directory = self.prometheus.directory
         if directory is not None and not directory.private and directory.world_writable:

@@ -20,6 +20,7 @@ What it adds to gunicorn's logger:
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -28,6 +29,7 @@ from gunicorn.instrument.statsd import Statsd
 
 from hookkit import _logging
 from hookkit._runtime import RUNTIME
+from hookkit._stderr import NonBlockingStderrHandler, is_stderr_stream_handler
 
 
 class Logger(glogging.Logger):  # type: ignore[misc]
@@ -55,6 +57,7 @@ class Logger(glogging.Logger):  # type: ignore[misc]
             _logging.ensure_stderr_handler(settings)
             return
         formatter = _logging.make_formatter(settings.log_format)
+        _never_block_on_stderr(self.error_log)
         for handler in self.error_log.handlers:
             handler.setFormatter(formatter)
         _logging.set_handlers(list(self.error_log.handlers), self.loglevel)
@@ -86,6 +89,18 @@ class Logger(glogging.Logger):  # type: ignore[misc]
     def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
         _logging.note_reap_line(msg, args)
         super().error(msg, *args, **kwargs)
+
+
+def _never_block_on_stderr(log: logging.Logger) -> None:
+    """gunicorn's error log to stderr (``--error-logfile -``, the default)
+    becomes hookkit's non-blocking stderr handler, so neither the master nor
+    a worker waits on a reader that stopped reading (see hookkit._stderr)."""
+    for handler in list(log.handlers):
+        if is_stderr_stream_handler(handler):
+            replacement = NonBlockingStderrHandler(handler.level)
+            replacement._gunicorn = True  # type: ignore[attr-defined]  # gunicorn's reload removes it
+            log.removeHandler(handler)
+            log.addHandler(replacement)
 
 
 class StatsdLogger(Logger, Statsd):  # type: ignore[misc]

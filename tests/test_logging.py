@@ -18,6 +18,7 @@ import pytest
 from hookkit import _logging
 from hookkit._events import Event
 from hookkit._settings import Settings
+from hookkit._stderr import NonBlockingStderrHandler
 
 
 class Captured:
@@ -250,8 +251,11 @@ def test_set_handlers_replaces_only_hookkits_handlers() -> None:
     assert expected == (logger.handlers, logger.level, logger.propagate)
 
 
-def test_ensure_stderr_handler_adds_one_only_when_there_is_none() -> None:
-    """Without any handler hookkit writes to stderr; with one, nothing is added."""
+def test_ensure_stderr_handler_adds_one_only_when_there_is_none(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without any handler hookkit writes to stderr, through its
+    non-blocking handler; with one, nothing is added."""
     logger = _logging.stdlib_logger()
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -260,8 +264,10 @@ def test_ensure_stderr_handler_adds_one_only_when_there_is_none() -> None:
     _logging.ensure_stderr_handler(Settings())
 
     [handler] = logger.handlers  # exactly one
-    assert isinstance(handler, logging.StreamHandler)
+    assert isinstance(handler, NonBlockingStderrHandler)
     assert isinstance(handler.formatter, logging.Formatter)
+    logger.warning("to stderr")
+    assert "to stderr" in capsys.readouterr().err
 
 
 # -- note_reap_line ------------------------------------------------------------
