@@ -38,6 +38,15 @@ class Dispatcher:
             except Exception as exc:
                 self.failed(sink.name, f"on {event.name}", exc, label=f"sink {sink.name!r}")
 
+    def emit_to(self, sinks: Sequence[Sink], event: Event) -> None:
+        """Give ``event`` to ``sinks`` only (the request path chooses them);
+        never raises."""
+        for sink in sinks:
+            try:
+                sink.handle(event)
+            except Exception as exc:
+                self.failed(sink.name, f"on {event.name}", exc, label=f"sink {sink.name!r}")
+
     def internal_error(self, hook: str, exc: BaseException) -> None:
         """hookkit's own handling of ``hook`` raised: count and report it."""
         self.failed("hookkit", f"in {hook}", exc)

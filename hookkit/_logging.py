@@ -123,6 +123,14 @@ class LogSink:
         self._log = get_logger()
         self._stdlib = stdlib_logger()
 
+    def wants(self, name: str) -> bool:
+        """Whether a request event would be written (so that none is built
+        for nothing): ``request_finished`` with the access log on, and
+        ``request_started`` at debug level."""
+        if name == REQUEST_FINISHED:
+            return self.access_log and self._stdlib.isEnabledFor(logging.INFO)
+        return self._stdlib.isEnabledFor(logging.DEBUG)
+
     def handle(self, event: Event) -> None:
         """Write ``event`` as one log line."""
         if event.name == REQUEST_FINISHED and not self.access_log:

@@ -171,12 +171,19 @@ class MetricsSink:
     def __init__(self, metrics: Metrics, route_limit: int) -> None:
         self.metrics = metrics
         self.routes = RouteLimit(route_limit)
+        # Labelled children by label values: labels() validates and locks on
+        # every call, and every request would pay for it. Both caches are
+        # bounded by the label values' bounds (methods, statuses, routes).
+        self._active: dict[str, Any] = {}
+        self._durations: dict[tuple[str, str, str, str], Any] = {}
+        self._request_bodies: dict[str, Any] = {}
+        self._response_bodies: dict[str, Any] = {}
 
     def handle(self, event: Event) -> None:
         """Update the metrics ``event`` concerns."""
         name, fields, m = event.name, event.fields, self.metrics
         if name == ev.REQUEST_STARTED:
-            m.active_requests.labels(method_label(fields.get("method"))).inc()
+            self.request_started(fields.get("method"))
         elif name == ev.REQUEST_FINISHED:
             self._request_finished(fields)
         elif name == ev.WORKER_SPAWNING:
@@ -194,23 +201,67 @@ class MetricsSink:
             m.reloads.inc()
 
     def _request_finished(self, fields: Mapping[str, object]) -> None:
-        m = self.metrics
-        method = method_label(fields.get("method"))
-        m.active_requests.labels(method).dec()
-        status = fields.get("status")
         duration = fields.get("duration_seconds")
-        if not isinstance(duration, (int, float)):
-            return
-        m.request_duration.labels(
-            method,
-            str(status) if isinstance(status, int) else "",
-            self.routes.label(fields.get("route")),
-            str(fields.get("error_type") or ""),
-        ).observe(duration)
-        m.busy.inc(duration)
+        status = fields.get("status")
         request_bytes = fields.get("request_bytes")
-        if isinstance(request_bytes, int):
-            m.request_body.labels(method).observe(request_bytes)
         response_bytes = fields.get("response_bytes")
-        if isinstance(response_bytes, int):
-            m.response_body.labels(method).observe(response_bytes)
+        self.request_finished(
+            fields.get("method"),
+            status=status if isinstance(status, int) else None,
+            route=fields.get("route"),
+            error_type=fields.get("error_type"),
+            duration=duration if isinstance(duration, (int, float)) else None,
+            request_bytes=request_bytes if isinstance(request_bytes, int) else None,
+            response_bytes=response_bytes if isinstance(response_bytes, int) else None,
+        )
+
+    def request_started(self, method: object) -> None:
+        """A request began (pre_request): one more in flight."""
+        label = method_label(method)
+        child = self._active.get(label)
+        if child is None:
+            child = self._active[label] = self.metrics.active_requests.labels(label)
+        child.inc()
+
+    def request_finished(
+        self,
+        method: object,
+        *,
+        status: int | None,
+        route: object,
+        error_type: object,
+        duration: float | None,
+        request_bytes: int | None,
+        response_bytes: int | None,
+    ) -> None:
+        """A request ended (post_request); called directly on every request,
+        so that no event object is built for the metrics alone."""
+        m = self.metrics
+        label = method_label(method)
+        active = self._active.get(label)
+        if active is None:
+            active = self._active[label] = m.active_requests.labels(label)
+        active.dec()
+        if duration is None:
+            return
+        key = (
+            label,
+            str(status) if status is not None else "",
+            self.routes.label(route),
+            str(error_type or ""),
+        )
+        child = self._durations.get(key)
+        if child is None:
+            child = self._durations[key] = m.request_duration.labels(*key)
+        child.observe(duration)
+        m.busy.inc(duration)
+        if request_bytes is not None:
+            body = self._request_bodies.get(label)
+            if body is None:
+                body = self._request_bodies[label] = m.request_body.labels(label)
+            body.observe(request_bytes)
+        if response_bytes is not None:
+            body = self._response_bodies.get(label)
+            if body is None:
+                body = self._response_bodies[label] = m.response_body.labels(label)
+            body.observe(response_bytes)

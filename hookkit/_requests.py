@@ -217,9 +217,10 @@ def _current_task() -> object | None:
             return current
     asyncio = sys.modules.get("asyncio")
     if asyncio is not None:
-        try:
-            task: object | None = asyncio.current_task()
+        # _get_running_loop() answers None outside a loop, where
+        # current_task() would raise (an exception on every request).
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            task: object | None = asyncio.current_task(loop)
             return task
-        except RuntimeError:  # no running loop in this thread
-            return None
     return None

@@ -102,6 +102,14 @@ class Runtime:
         self.watchdog: Watchdog | None = None
         self.prometheus = Prometheus()
         self.tracing = Tracing()
+        # os.getpid() is a system call, and costs on every event: the pid
+        # is kept here and refreshed in each forked child.
+        self.pid = os.getpid()
+        # The request path calls the metrics sink directly and builds an
+        # event only for the sinks that want one (see configure).
+        self._metrics_sink: Any = None
+        self._log_sink: _logging.LogSink | None = None
+        self._other_sinks: tuple[Sink, ...] = ()
         self.tracing.report = self._report_export_failure
 
     # -- configuration -----------------------------------------------------
@@ -114,11 +122,15 @@ class Runtime:
         self.configured = True
         self.tracing.configure(tracing, settings.max_routes)
         sinks: list[Sink] = []
-        if settings.logs:
-            sinks.append(_logging.LogSink(settings))
+        self._log_sink = _logging.LogSink(settings) if settings.logs else None
+        if self._log_sink is not None:
+            sinks.append(self._log_sink)
+        self._metrics_sink = None
         if settings.metrics and self.prometheus.sink is not None:
+            self._metrics_sink = self.prometheus.sink
             sinks.append(self.prometheus.sink)
         sinks.extend(extra_sinks)
+        self._other_sinks = tuple(extra_sinks)
         self.dispatcher.sinks = tuple(sinks)
         _logging.ensure_stderr_handler(settings)
 
@@ -130,7 +142,23 @@ class Runtime:
 
     def emit(self, name: str, hook: str | None, level: Level = "info", /, **fields: object) -> None:
         """Build an event and hand it to the sinks."""
-        self.dispatcher.emit(Event(name, hook, level, fields, os.getpid()))
+        self.dispatcher.emit(Event(name, hook, level, fields, self.pid))
+
+    def request_sinks(self) -> tuple[Any, Any, tuple[Sink, ...]]:
+        """(log sink, metrics sink, other sinks) of the request path."""
+        return self._log_sink, self._metrics_sink, self._other_sinks
+
+    def set_request_sinks(self, log: Any, metrics: Any, others: tuple[Sink, ...]) -> None:
+        """Set the request path's sinks (``hookkit.testing.capture_events``)."""
+        self._log_sink, self._metrics_sink, self._other_sinks = log, metrics, others
+
+    def _request_sinks(self, name: str) -> tuple[Sink, ...]:
+        """The sinks that want this request event, besides the metrics sink
+        (called directly): the log sink only when it would write the line."""
+        log = self._log_sink
+        if log is not None and log.wants(name):
+            return (log, *self._other_sinks)
+        return self._other_sinks
 
     # -- master ------------------------------------------------------------
 
@@ -327,7 +355,7 @@ class Runtime:
 
     @_guarded
     def post_fork(self, server: Any, worker: Any) -> None:
-        pid = os.getpid()
+        pid = self.pid = os.getpid()
         # Drop the master's state this process inherited.
         self.record = self.records.pop(worker.age, None)
         for inherited in self.records.values():
@@ -504,7 +532,17 @@ class Runtime:
     def pre_request(self, worker: Any, req: Any) -> None:
         scope = self.in_flight.begin(req)
         self.tracing.begin(scope, req)
-        self.emit(ev.REQUEST_STARTED, "pre_request", "debug", method=scope.method, path=scope.path)
+        metrics = self._metrics_sink
+        if metrics is not None:
+            try:
+                metrics.request_started(scope.method)
+            except Exception as exc:
+                self.dispatcher.failed("metrics", "on request_started", exc, "sink 'metrics'")
+        sinks = self._request_sinks(ev.REQUEST_STARTED)
+        if sinks:
+            fields = {"method": scope.method, "path": scope.path}
+            event = Event(ev.REQUEST_STARTED, "pre_request", "debug", fields, self.pid)
+            self.dispatcher.emit_to(sinks, event)
 
     @_guarded
     def post_request(self, worker: Any, req: Any, environ: Any, resp: Any) -> None:
@@ -514,31 +552,53 @@ class Runtime:
         scope, outcome = finished
         route = (route_from_environ(environ) if isinstance(environ, dict) else None) or scope.route
         try:
-            self._finish_request(scope, outcome, route, req)
+            self._finish_request(scope, outcome, route, req, environ)
         finally:
             # After the access line, so that it carries the trace id.
             self.tracing.end(scope, outcome, route, environ, resp)
 
     def _finish_request(
-        self, scope: RequestScope, outcome: RequestOutcome, route: str | None, req: Any
+        self,
+        scope: RequestScope,
+        outcome: RequestOutcome,
+        route: str | None,
+        req: Any,
+        environ: Any,
     ) -> None:
         if self.record is not None:
             self.record.add_request()
         error_type = outcome.error_type
         if self.aborting and error_type == "SystemExit":
             error_type = "timeout"
-        self.emit(
-            ev.REQUEST_FINISHED,
-            "post_request",
-            method=scope.method,
-            path=scope.path,
-            status=outcome.status,
-            duration_seconds=round(outcome.duration, 6),
-            response_bytes=outcome.response_bytes,
-            request_bytes=_content_length(req),
-            route=route,
-            error_type=error_type,
-        )
+        request_bytes = _content_length(req, environ)
+        metrics = self._metrics_sink
+        if metrics is not None:
+            try:
+                metrics.request_finished(
+                    scope.method,
+                    status=outcome.status,
+                    route=route,
+                    error_type=error_type,
+                    duration=outcome.duration,
+                    request_bytes=request_bytes,
+                    response_bytes=outcome.response_bytes,
+                )
+            except Exception as exc:
+                self.dispatcher.failed("metrics", "on request_finished", exc, "sink 'metrics'")
+        sinks = self._request_sinks(ev.REQUEST_FINISHED)
+        if sinks:
+            fields = {
+                "method": scope.method,
+                "path": scope.path,
+                "status": outcome.status,
+                "duration_seconds": round(outcome.duration, 6),
+                "response_bytes": outcome.response_bytes,
+                "request_bytes": request_bytes,
+                "route": route,
+                "error_type": error_type,
+            }
+            event = Event(ev.REQUEST_FINISHED, "post_request", "info", fields, self.pid)
+            self.dispatcher.emit_to(sinks, event)
 
     def note_request_error(self, exc: BaseException | None) -> None:
         """gunicorn logged ``exc`` while handling the current request (called
@@ -624,8 +684,14 @@ def _request_hooks(cfg: Any) -> str:
     )
 
 
-def _content_length(req: Any) -> int | None:
-    """The request body's size, from its Content-Length header."""
+def _content_length(req: Any, environ: Any = None) -> int | None:
+    """The request body's size, from its Content-Length header (the WSGI
+    environ has it at hand; otherwise the request's headers are read)."""
+    if isinstance(environ, dict) and "wsgi.input" in environ:
+        raw_length = environ.get("CONTENT_LENGTH")
+        if not raw_length:
+            return None
+        return int(raw_length) if raw_length.strip().isdigit() else None
     for name, value in getattr(req, "headers", None) or ():
         text = name.decode("latin-1") if isinstance(name, bytes) else str(name)
         if text.upper() == "CONTENT-LENGTH":
@@ -645,3 +711,10 @@ def _answers_system_exit(worker: Any) -> bool:
 
 
 RUNTIME = Runtime()
+
+
+def _refresh_pid() -> None:
+    RUNTIME.pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)

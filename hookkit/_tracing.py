@@ -405,9 +405,9 @@ def _installed(provider: object) -> bool:
 
 def _make_exporter(name: str) -> SpanExporter:
     if name == "otlp":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from hookkit._otlp_encode import FastOTLPSpanExporter
 
-        return OTLPSpanExporter()
+        return FastOTLPSpanExporter()
     if name == "otlp_grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
             OTLPSpanExporter as GrpcSpanExporter,

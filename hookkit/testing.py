@@ -143,16 +143,18 @@ def capture_events(runtime: _Runtime = _RUNTIME) -> Iterator[list[_Event]]:
     logging them (and without starting the metrics endpoint); the runtime's
     sinks and settings are restored afterwards."""
     sink = CapturingSink()
-    saved = runtime.dispatcher.sinks
+    saved = runtime.dispatcher.sinks, runtime.request_sinks()
     was_configured, settings = runtime.configured, runtime.settings
     runtime.configured = True  # do not read the environment and add sinks
     # No /metrics endpoint and no multiprocess directory in a unit test.
     runtime.settings = settings.replace(metrics=False)
     runtime.dispatcher.sinks = (sink,)
+    runtime.set_request_sinks(None, None, (sink,))
     try:
         yield sink.events
     finally:
-        runtime.dispatcher.sinks = saved
+        runtime.dispatcher.sinks = saved[0]
+        runtime.set_request_sinks(*saved[1])
         runtime.configured, runtime.settings = was_configured, settings
 
 

@@ -1,0 +1,265 @@
+"""OTLP/HTTP span export with a faster protobuf encoding.
+
+The official exporter builds a protobuf message object for every span,
+attribute and value, then serializes the tree: measured here, about 37 µs a
+span, more than the span itself costs. This module writes the same bytes
+straight from the SDK's spans: the same fields, in field-number order, with
+the same presence rules (proto3 scalars at their default are left out;
+``AnyValue``'s oneof values, the span's ``status`` and ``flags`` are always
+written). ``tests/test_otlp_encode.py`` checks that what it sends decodes to
+exactly the message the official encoder makes, for spans of every shape.
+
+Only the encoding changes: ``FastOTLPSpanExporter`` is the official
+``OTLPSpanExporter`` (its endpoint, headers, timeout, compression, TLS and
+retries, all from the ``OTEL_EXPORTER_OTLP_*`` variables as usual) with its
+encoder swapped, where the exporter's transport can be reached; otherwise
+it is the official exporter unchanged.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import SpanKind
+
+_KIND = {
+    SpanKind.INTERNAL: 1,
+    SpanKind.SERVER: 2,
+    SpanKind.CLIENT: 3,
+    SpanKind.PRODUCER: 4,
+    SpanKind.CONSUMER: 5,
+}
+_HAS_IS_REMOTE = 0x100  # SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+_IS_REMOTE = 0x200  # SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+_pack_fixed64 = struct.Struct("<Q").pack
+_pack_fixed32 = struct.Struct("<I").pack
+_pack_double = struct.Struct("<d").pack
+
+
+def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL[value]
+    if value < 0:
+        value += 1 << 64  # int64: two's complement, ten bytes
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL = [bytes((n,)) for n in range(0x80)]
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    size = len(payload)
+    if number < 16 and size < 0x80:
+        return _SMALL[number << 3 | 2] + _SMALL[size] + payload
+    return _varint(number << 3 | 2) + _varint(size) + payload
+
+
+def _text(number: int, value: str) -> bytes:
+    return _field(number, value.encode("utf-8"))
+
+
+def _any_value(value: Any) -> bytes:
+    # The order of the checks is the official encoder's (bool before int).
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return b"\x10" + (b"\x01" if value else b"\x00")
+    if isinstance(value, str):
+        return _text(1, value)
+    if isinstance(value, int):
+        return b"\x18" + _varint(value)
+    if isinstance(value, float):
+        return b"\x21" + _pack_double(value)
+    if isinstance(value, bytes):
+        return _field(7, value)
+    if isinstance(value, Sequence):
+        return _field(5, b"".join(_field(1, _any_value(item)) for item in value))
+    if isinstance(value, Mapping):
+        return _field(6, b"".join(_field(1, _key_value(str(k), v)) for k, v in value.items()))
+    raise TypeError(f"cannot encode {type(value).__name__} as an attribute value")
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    return _text(1, key) + _field(2, _any_value(value))
+
+
+# Encoded attributes by (field, key, value): a server's spans repeat most of
+# theirs (method, scheme, addresses, user agent, status). Bounded: cleared
+# when full. Only str, int and bool values are cached (floats and sequences
+# rarely repeat; True == 1 is kept apart by the type in the key).
+_ENCODED: dict[tuple[int, str, type, object], bytes] = {}
+_ENCODED_LIMIT = 4096
+
+
+def _attribute(number: int, key: str, value: Any) -> bytes:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool:
+        cache_key = (number, key, kind, value)
+        encoded = _ENCODED.get(cache_key)
+        if encoded is None:
+            if len(_ENCODED) >= _ENCODED_LIMIT:
+                _ENCODED.clear()
+            encoded = _ENCODED[cache_key] = _field(number, _key_value(key, value))
+        return encoded
+    return _field(number, _key_value(key, value))
+
+
+def _items(attributes: Mapping[str, Any]) -> Any:
+    """The items of an attribute mapping: the SDK's BoundedAttributes keeps
+    a plain dict, much faster to walk than through the Mapping protocol."""
+    plain = getattr(attributes, "_dict", None)
+    return (plain if isinstance(plain, dict) else attributes).items()
+
+
+def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
+    if not attributes:
+        return b""
+    return b"".join([_attribute(number, key, value) for key, value in _items(attributes)])
+
+
+def _count(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value) if value else b""
+
+
+def _flags(parent: Any) -> int:
+    flags = _HAS_IS_REMOTE
+    if parent is not None and parent.is_remote:
+        flags |= _IS_REMOTE
+    return flags
+
+
+_FLAGS_LOCAL = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)  # field 16, fixed32
+_FLAGS_REMOTE = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+_KIND_BYTES = {kind: b"\x30" + _varint(number) for kind, number in _KIND.items()}
+
+
+def _trace_state(state: Any) -> bytes:
+    if not state:
+        return b""
+    text = ",".join(f"{key}={value}" for key, value in state.items())
+    return _text(3, text) if text else b""
+
+
+def _span(span: ReadableSpan) -> bytes:
+    context = span.get_span_context()
+    assert context is not None
+    parent = span.parent
+    out = bytearray(b"\x0a\x10")
+    out += context.trace_id.to_bytes(16, "big")
+    out += b"\x12\x08"
+    out += context.span_id.to_bytes(8, "big")
+    out += _trace_state(context.trace_state)
+    if parent is not None:
+        out += b"\x22\x08"
+        out += parent.span_id.to_bytes(8, "big")
+    if span.name:
+        out += _text(5, span.name)
+    out += _KIND_BYTES[span.kind]
+    if span.start_time:
+        out += b"\x39"
+        out += _pack_fixed64(span.start_time)
+    if span.end_time:
+        out += b"\x41"
+        out += _pack_fixed64(span.end_time)
+    attributes = span.attributes
+    if attributes:
+        for key, value in _items(attributes):
+            out += _attribute(9, key, value)
+    out += _count(10, span.dropped_attributes)
+    for event in span.events:
+        event_parts = b"\x09" + _pack_fixed64(event.timestamp) if event.timestamp else b""
+        if event.name:
+            event_parts += _text(2, event.name)
+        event_parts += _attributes(3, event.attributes) + _count(4, event.dropped_attributes)
+        out += _field(11, event_parts)
+    out += _count(12, span.dropped_events)
+    for link in span.links:
+        link_parts = (
+            _field(1, link.context.trace_id.to_bytes(16, "big"))
+            + _field(2, link.context.span_id.to_bytes(8, "big"))
+            + _attributes(4, link.attributes)
+            + _count(5, link.dropped_attributes)
+            + b"\x35"
+            + _pack_fixed32(_flags(link.context))
+        )
+        out += _field(13, link_parts)
+    out += _count(14, span.dropped_links)
+    status = span.status
+    status_parts = b""
+    if status.description:
+        status_parts += _text(2, status.description)
+    if status.status_code.value:
+        status_parts += b"\x18" + _varint(status.status_code.value)
+    out += _field(15, status_parts)
+    out += _FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL
+    return bytes(out)
+
+
+def _scope(scope: Any) -> bytes:
+    if scope is None:
+        return b""
+    parts = b""
+    if scope.name:
+        parts += _text(1, scope.name)
+    if scope.version:
+        parts += _text(2, scope.version)
+    return parts + _attributes(3, scope.attributes)
+
+
+def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
+    """The serialized ``ExportTraceServiceRequest`` for ``spans``, grouped
+    by resource, then by instrumentation scope, in order of first
+    appearance, as the official encoder groups them."""
+    grouped: dict[Any, dict[Any, list[bytes]]] = {}
+    # Resource hashes itself through JSON: look each resource object up once.
+    seen: dict[int, dict[Any, list[bytes]]] = {}
+    for span in spans:
+        resource = span.resource
+        by_scope = seen.get(id(resource))
+        if by_scope is None:
+            by_scope = seen[id(resource)] = grouped.setdefault(resource, {})
+        by_scope.setdefault(span.instrumentation_scope or None, []).append(_span(span))
+    resource_spans = []
+    for resource, by_scope in grouped.items():
+        scope_spans = []
+        for scope, encoded in by_scope.items():
+            body = _field(1, _scope(scope)) + b"".join(_field(2, span) for span in encoded)
+            schema = getattr(scope, "schema_url", None) if scope is not None else None
+            if schema:
+                body += _text(3, schema)
+            scope_spans.append(_field(2, body))
+        body = _field(1, _attributes(1, resource.attributes)) + b"".join(scope_spans)
+        if resource.schema_url:
+            body += _text(3, resource.schema_url)
+        resource_spans.append(_field(1, body))
+    return b"".join(resource_spans)
+
+
+class FastOTLPSpanExporter(OTLPSpanExporter):
+    """The official OTLP/HTTP exporter with ``encode_request`` as its encoder."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        client = getattr(self, "_client", None)
+        if client is None or getattr(self, "_shutdown", False) or not hasattr(client, "export"):
+            # A release whose transport is laid out differently: the
+            # official path, unchanged.
+            result: SpanExportResult = super().export(spans)
+            return result
+        try:
+            data = encode_request(spans)
+        except Exception:
+            fallback: SpanExportResult = super().export(spans)
+            return fallback
+        outcome = client.export(data)
+        return SpanExportResult.SUCCESS if outcome.success else SpanExportResult.FAILURE
