@@ -188,6 +188,7 @@ class Runtime:
             )
         # Said once, at start-up: what tracing will do in the workers.
         fields["tracing"] = self.tracing.config.describe()
+        self.tracing.preload()
         self.emit(ev.MASTER_STARTING, "on_starting", level, **fields)
 
     def _start_metrics(self, server: Any) -> None:

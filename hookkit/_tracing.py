@@ -133,11 +133,31 @@ class Tracing:
         self._span_attributes: dict[str, Any] = {}
         self._routes = RouteLimit(100)
         self._stopped = False
+        self._base_resource: Any = None
 
     def configure(self, config: TracingConfig, max_routes: int = 100) -> None:
         """Use ``config`` (checked at start-up, in the master)."""
         self.config = config
         self._routes = RouteLimit(max_routes)
+
+    def preload(self) -> None:
+        """Import, in the master, what each worker will build its provider
+        from. Code imported before fork is shared by every worker (copy on
+        write); imported after, each worker holds its own copy (some 20 MiB
+        for the SDK, the exporter and their dependencies) and boots slower.
+        Importing starts no thread: nothing is built until after fork."""
+        if not (self.config.enabled and self.config.own_provider):
+            return
+        import opentelemetry.sdk.resources
+        import opentelemetry.sdk.trace
+        import opentelemetry.sdk.trace.export
+
+        if "otlp" in self.config.exporters:
+            import hookkit._otlp_encode  # noqa: F401  (the OTLP/HTTP exporter, requests, protobuf)
+
+        # The environment's resource (resource detectors scan entry points:
+        # slow, and the same answer in every worker).
+        self._base_resource = opentelemetry.sdk.resources.Resource.create()
 
     # -- per worker ------------------------------------------------------
 
@@ -173,7 +193,7 @@ class Tracing:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        resource = Resource.create()
+        resource = self._base_resource or Resource.create()
         named = str(resource.attributes.get(SERVICE_NAME, ""))
         extra: dict[str, Any] = dict(identity)
         if service_name and (not named or named.startswith("unknown_service")):

@@ -145,6 +145,33 @@ def test_request_finished_only_with_the_access_log(captured: Captured) -> None:
     assert expected == [(x["event"], x.get("status")) for x in captured.lines()]
 
 
+def test_the_access_line_is_rendered_as_every_other_line(captured: Captured) -> None:
+    """The access line, rendered by hookkit itself for speed, has the keys,
+    order and values structlog's chain gives the same event (the timestamp
+    aside): event and hook first, the fields, then level, timestamp, pid
+    and, in a traced request, the trace ids."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    fields = {
+        "method": "GET",
+        "path": '/a "quoted"\npath\u00e9',
+        "status": 200,
+        "duration_seconds": 0.001234,
+        "response_bytes": None,
+        "request_bytes": 12,
+        "route": "/a/{id}",
+        "error_type": None,
+    }
+    finished = Event("request_finished", "post_request", "info", fields, os.getpid())
+    sink = _logging.LogSink(Settings(access_log=True))
+    with TracerProvider().get_tracer("t").start_as_current_span("request"):
+        sink.handle(finished)  # hookkit's rendering
+        sink._log.info("request_finished", hook="post_request", **fields)  # structlog's
+    fast, chain = captured.lines()
+    assert list(chain) == list(fast)
+    assert {**chain, "timestamp": None} == {**fast, "timestamp": None}
+
+
 def test_debug_events_follow_the_level() -> None:
     """``request_started`` is a debug line: left out at INFO, written at DEBUG."""
     at_info = use_handler(level=logging.INFO)
