@@ -8,9 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from hookkit._dropin import CONFIG_FILE_TEXT, read_user_config, user_config_path
+from hookkit._metrics_dir import ENV_DIR, check_named_directory
 from hookkit._settings import ConfigError, Settings
 from hookkit._tracing_config import TracingConfig
 from hookkit._version import __version__
+from hookkit._webconfig import load_web_config
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -32,6 +34,11 @@ def cmd_check(_args: argparse.Namespace) -> int:
         user = read_user_config(path) if path else {}
         settings = Settings.load(os.environ, user)
         tracing = TracingConfig.load(settings)
+        if settings.metrics:
+            load_web_config(settings.metrics_web_config)
+            named = os.environ.get(ENV_DIR, "").strip()
+            if named:
+                check_named_directory(named)
     except ConfigError as exc:
         print(f"hookkit check: {exc}", file=sys.stderr)
         return 2

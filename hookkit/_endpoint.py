@@ -1,13 +1,19 @@
-"""The ``/metrics`` endpoint, served by a thread in the master.
+"""The ``/metrics`` endpoint, served by threads in the master.
 
-Fork safety: gunicorn forks workers from the master while this thread may be
-answering a scrape. A child inherits every lock as it was at the fork, so
-the thread handles each request holding ``_serving``, and an
-``os.register_at_fork`` hook takes that lock before every fork of the master
-and gives it back after: a fork never happens in the middle of a scrape (the
-way gunicorn's own control socket pauses its thread around fork). The
-thread does not exist in the child; each worker closes its copy of the
-listening socket in ``post_fork``.
+One thread accepts connections; each connection gets a thread of its own, so
+a client that connects and sends nothing (or a TLS client that never says
+hello) holds up nobody: not another scrape, not the master. At most
+``MAX_CLIENTS`` connections are served at once; more are closed at once.
+A connection that sends nothing is closed after ``CLIENT_TIMEOUT``.
+
+Fork safety: gunicorn forks workers from the master while a scrape may be
+collecting metrics. A child inherits every lock as it was at the fork, so an
+``os.register_at_fork`` hook waits, before every fork of the master, until
+no scrape is being collected, and holds new ones back until the fork is
+done (the way gunicorn's own control socket pauses its thread around fork).
+Reading a request from a slow client is not collecting: a fork never waits
+on a client. The threads do not exist in the child; each worker closes its
+copy of the listening socket in ``post_fork``.
 
 USR2: the new master takes the listening socket over from the old one
 (gunicorn hands its own listeners over the same way, through
@@ -34,9 +40,10 @@ from prometheus_client.exposition import choose_encoder
 from hookkit._webconfig import WebConfig
 
 ENV_FD = "_HOOKKIT_METRICS_FD"
-# A client that connects and sends nothing must not hold the single serving
-# thread (and so the master's next fork) for long.
+# A connection that sends nothing is closed after this long.
 CLIENT_TIMEOUT = 5.0
+# Connections served at once; more are closed as they arrive.
+MAX_CLIENTS = 64
 
 
 class _Server(HTTPServer):
@@ -63,7 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
         try:
-            body = encoder(endpoint.registry)
+            with endpoint.collecting():
+                body = encoder(endpoint.registry)
         except Exception as exc:
             self._answer(500, f"collecting metrics failed: {exc!r}\n".encode(), "text/plain")
             return
@@ -89,16 +97,35 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MetricsEndpoint:
-    """``/metrics`` on one socket, answered by one daemon thread."""
+    """``/metrics`` on one socket, answered by daemon threads."""
 
     def __init__(self, registry: CollectorRegistry, web: WebConfig) -> None:
         self.registry = registry
         self.web = web
         self.owner = os.getpid()
         self.client_errors = 0
-        self._serving = threading.Lock()
+        self.refused = 0  # connections closed because MAX_CLIENTS were being served
+        self._guard = threading.Condition()
+        self._collecting = 0  # scrapes collecting now
+        self._forking = False
+        self._clients = threading.BoundedSemaphore(MAX_CLIENTS)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def collecting(self) -> Any:
+        """Around collecting the metrics of one scrape: not while a fork is
+        under way, and no fork until it is done."""
+        with self._guard:
+            while self._forking:
+                self._guard.wait()
+            self._collecting += 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._collecting -= 1
+                self._guard.notify_all()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -133,26 +160,56 @@ class MetricsEndpoint:
         self._thread.start()
 
     def _serve(self) -> None:
+        """Accept connections, each answered in a thread of its own."""
         server = self._server
         assert server is not None
         while server.socket.fileno() != -1:
             try:
                 readable = server.socket.fileno() != -1 and _wait_readable(server.socket, 0.5)
+                if not readable:
+                    continue
+                connection, address = server.socket.accept()
             except (OSError, ValueError):
-                return
-            if not readable:
+                if server.socket.fileno() == -1:
+                    return
                 continue
-            # One bad client never stops the endpoint.
-            with self._serving, contextlib.suppress(Exception):
-                server.handle_request()
+            if not self._clients.acquire(blocking=False):
+                self.refused += 1
+                with contextlib.suppress(OSError):
+                    connection.close()
+                continue
+            threading.Thread(
+                target=self._answer_client,
+                args=(server, connection, address),
+                name="hookkit-metrics-client",
+                daemon=True,
+            ).start()
+
+    def _answer_client(self, server: _Server, connection: Any, address: Any) -> None:
+        # One bad client never stops the endpoint.
+        try:
+            connection.settimeout(CLIENT_TIMEOUT)
+            server.finish_request(connection, address)
+        except Exception:
+            server.handle_error(connection, address)
+        finally:
+            server.shutdown_request(connection)
+            self._clients.release()
 
     def _before_fork(self) -> None:
-        if os.getpid() == self.owner:
-            self._serving.acquire()
+        if os.getpid() != self.owner:
+            return
+        with self._guard:
+            self._forking = True
+            while self._collecting:
+                self._guard.wait()
 
     def _after_fork(self) -> None:
-        if os.getpid() == self.owner and self._serving.locked():
-            self._serving.release()
+        if os.getpid() != self.owner:
+            return
+        with self._guard:
+            self._forking = False
+            self._guard.notify_all()
 
     def hand_over(self, env_orig: dict[str, str]) -> None:
         """In the USR2 child, just before exec: let the new master inherit

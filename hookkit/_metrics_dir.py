@@ -81,16 +81,7 @@ class MetricsDir:
         if not path:
             directory = cls(tempfile.mkdtemp(prefix="hookkit-metrics-"), private=True)
         else:
-            if not os.path.isdir(path):
-                raise ConfigError(
-                    f"{ENV_DIR}={path!r} is not valid: no such directory "
-                    "(create it, or unset it to let hookkit make a private one)"
-                )
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise ConfigError(
-                    f"{ENV_DIR}={path!r} is not valid: not writable by this user "
-                    f"(uid {os.geteuid()}); fix its permissions or point it elsewhere"
-                )
+            check_named_directory(path)
             private = environ.get(ENV_PRIVATE) == path
             if private:
                 _check_private(path)
@@ -131,6 +122,21 @@ class MetricsDir:
         """Delete a private directory when its last master exits."""
         if self.private:
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+def check_named_directory(path: str) -> None:
+    """The directory named in ``PROMETHEUS_MULTIPROC_DIR`` must exist and be
+    writable; raises ConfigError naming the variable otherwise."""
+    if not os.path.isdir(path):
+        raise ConfigError(
+            f"{ENV_DIR}={path!r} is not valid: no such directory "
+            "(create it, or unset it to let hookkit make a private one)"
+        )
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{ENV_DIR}={path!r} is not valid: not writable by this user "
+            f"(uid {os.geteuid()}); fix its permissions or point it elsewhere"
+        )
 
 
 def _check_private(path: str) -> None:

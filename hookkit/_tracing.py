@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.trace import ReadableSpan
@@ -184,6 +184,11 @@ class Tracing:
             self.provider_kind = PROVIDER_NONE
             return self.provider_kind
         self.tracer = self.provider.get_tracer("hookkit", __version__)
+        # Imported here, not at the top: opentelemetry.propagate reads
+        # OTEL_PROPAGATORS when first imported and fails on an unknown name
+        # without naming the variable; hookkit checked it at start-up.
+        from opentelemetry import propagate
+
         self._propagator = propagate.get_global_textmap()
         atexit.register(self.shutdown, self.config.flush_seconds)
         return self.provider_kind
