@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest compat install clean
+.PHONY: demo test lint typecheck pytest compat install clean bench
 
 # Older gunicorn releases the version-sensitive tests also run against.
 COMPAT_GUNICORN := 26.2.0 25.3.0
@@ -50,6 +50,11 @@ compat: $(foreach v,$(COMPAT_GUNICORN),.venv-gunicorn-$(v)/.installed)
 	done
 
 test: lint typecheck pytest compat
+
+# Not part of the test suite: hookkit's cost per request against bare gunicorn
+# and a hand-rolled peer (benchmarks/bench.py says how; BENCH_* variables).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) .venv-gunicorn-* .pytest_cache .mypy_cache .ruff_cache
