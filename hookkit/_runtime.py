@@ -397,11 +397,17 @@ class Runtime:
 
     def _start_tracing(self, cfg: Any, master_pid: int | None) -> str:
         """Find or build this worker's tracer provider, once the app is loaded
-        (gevent has patched by then, and the app may have installed its own)."""
+        (gevent has patched by then, and the app may have installed its own).
+        A failure here costs the worker its spans, never its boot."""
         age = self.record.age if self.record is not None else None
         identity = worker_identity(os.getpid(), master_pid or os.getppid(), age)
         service_name = getattr(cfg, "proc_name", None)
-        return self.tracing.start_worker(identity, service_name if service_name else None)
+        try:
+            return self.tracing.start_worker(identity, service_name if service_name else None)
+        except Exception as exc:
+            self.tracing.tracer = None
+            self.dispatcher.failed("tracing", "setting tracing up", exc, "sink 'tracing'")
+            return "error"
 
     def _report_export_failure(self, exc: Exception) -> None:
         self.dispatcher.failed("tracing", "exporting spans", exc, label="sink 'tracing'")

@@ -134,6 +134,7 @@ class Tracing:
         self._routes = RouteLimit(100)
         self._stopped = False
         self._base_resource: Any = None
+        self._server_spans: Any = None  # hookkit's own span maker, see _spans
 
     def configure(self, config: TracingConfig, max_routes: int = 100) -> None:
         """Use ``config`` (checked at start-up, in the master)."""
@@ -166,6 +167,7 @@ class Tracing:
         (``PROVIDER_*``). ``identity`` is the worker's pid, master pid and
         age, as resource attributes (or span attributes on the app's provider)."""
         self.tracer = None
+        self._server_spans = None
         self._stopped = False
         self.provider_kind = PROVIDER_OFF
         if not self.config.enabled:
@@ -210,9 +212,17 @@ class Tracing:
         # shutdown_on_exit=False: the SDK's own atexit shutdown waits without
         # bound on a hanging collector; hookkit's is bounded.
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        processors = []
         for name in self.config.exporters:
             exporter = _ReportingExporter(_make_exporter(name), name, self.report)
-            provider.add_span_processor(BatchSpanProcessor(exporter))
+            processors.append(BatchSpanProcessor(exporter))
+            provider.add_span_processor(processors[-1])
+        if set(self.config.exporters) <= {"otlp"}:
+            # Exported only over OTLP, by hookkit's encoder: hookkit's own
+            # span can skip the SDK's per-span machinery (see _spans).
+            from hookkit._spans import ServerSpans
+
+            self._server_spans = ServerSpans(provider, processors, __version__)
         return provider
 
     # -- per request -----------------------------------------------------
@@ -236,6 +246,38 @@ class Tracing:
             return
         parent = self._propagator.extract(by_name, context=Context(), getter=_GETTER)
         method, original = method_attributes(scope.method)
+        attributes = self._attributes(
+            req,
+            headers=headers,
+            by_name=by_name,
+            scheme=scheme,
+            path=path,
+            method=method,
+            original=original,
+        )
+        name = method if method != OTHER_METHOD else "HTTP"
+        if self._server_spans is not None:
+            span = self._server_spans.start(name, parent, attributes)
+        else:
+            span = tracer.start_span(
+                name, context=parent, kind=SpanKind.SERVER, attributes=attributes
+            )
+        scope.span = span
+        scope.context_token = otel_context.attach(trace.set_span_in_context(span, parent))
+
+    def _attributes(
+        self,
+        req: object,
+        *,
+        headers: list[tuple[str, str]],
+        by_name: Mapping[str, list[str]],
+        scheme: str,
+        path: str,
+        method: str,
+        original: str | None,
+    ) -> dict[str, Any]:
+        """The span's attributes known when the request starts."""
+        config = self.config
         attributes: dict[str, Any] = {
             "http.request.method": method,
             "url.scheme": scheme,
@@ -246,6 +288,7 @@ class Tracing:
         query = getattr(req, "query", None)
         if query:
             attributes["url.query"] = config.redactor.redact(query)
+        host = by_name.get("host")
         if host:
             address, port = split_host(host[0])
             attributes["server.address"] = address
@@ -266,14 +309,7 @@ class Tracing:
             attributes.update(config.request_headers.attributes("http.request.header.", headers))
         if self._span_attributes:
             attributes.update(self._span_attributes)
-        span = tracer.start_span(
-            method if method != OTHER_METHOD else "HTTP",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-        )
-        scope.span = span
-        scope.context_token = otel_context.attach(trace.set_span_in_context(span, parent))
+        return attributes
 
     def end(
         self,
@@ -304,6 +340,9 @@ class Tracing:
         environ: object,
         resp: object,
     ) -> None:
+        if not span.is_recording():  # not sampled: only the context mattered
+            span.end()
+            return
         status = outcome.status
         if status is not None:
             span.set_attribute("http.response.status_code", status)
