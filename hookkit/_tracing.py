@@ -149,12 +149,20 @@ class Tracing:
         Importing starts no thread: nothing is built until after fork."""
         if not (self.config.enabled and self.config.own_provider):
             return
+        # The propagators were checked at start-up (OTEL_PROPAGATORS).
+        import opentelemetry.propagate
         import opentelemetry.sdk.resources
         import opentelemetry.sdk.trace
         import opentelemetry.sdk.trace.export
 
+        import hookkit._spans
+
         if "otlp" in self.config.exporters:
-            import hookkit._otlp_encode  # noqa: F401  (the OTLP/HTTP exporter, requests, protobuf)
+            # The OTLP/HTTP exporter and the HTTP client it builds its
+            # session from when it is made (in the worker).
+            import requests  # noqa: F401
+
+            import hookkit._otlp_encode  # noqa: F401
 
         # The environment's resource (resource detectors scan entry points:
         # slow, and the same answer in every worker).
