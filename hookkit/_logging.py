@@ -21,7 +21,7 @@ import structlog
 from hookkit import processors
 from hookkit._events import REQUEST_FINISHED, Event
 from hookkit._settings import Settings
-from hookkit._stderr import NonBlockingStderrHandler
+from hookkit._stderr import NonBlockingStderrHandler, stderr
 
 LOGGER_NAME = "hookkit"
 _LEVELS = {
@@ -170,9 +170,19 @@ class LogSink:
         line["level"] = event.level
         for processor in _SHARED_PROCESSORS[1:]:  # the level is set above
             line = processor(None, event.level, line)
-        record = self._stdlib.makeRecord(
-            LOGGER_NAME, logging.INFO, "", 0, json.dumps(line, default=repr), (), None
-        )
+        text = json.dumps(line, default=repr)
+        handlers = self._stdlib.handlers
+        if (
+            len(handlers) == 1
+            and type(handlers[0]) is NonBlockingStderrHandler
+            and handlers[0].level <= logging.INFO
+            and not handlers[0].filters
+            and not self._stdlib.filters
+        ):
+            # Only hookkit's own stderr handler: no record needed.
+            stderr().write((text + "\n").encode("utf-8", "replace"))
+            return
+        record = self._stdlib.makeRecord(LOGGER_NAME, logging.INFO, "", 0, text, (), None)
         setattr(record, _RENDERED, True)
         self._stdlib.handle(record)
 

@@ -34,6 +34,8 @@ from collections.abc import Callable
 # How long a line may wait for a reader that lags, before the reader is
 # considered stalled and lines are dropped without waiting.
 LAG_SECONDS = 0.25
+# How often fd 2 is looked at again, in case it was pointed elsewhere.
+RECHECK_SECONDS = 1.0
 
 
 class NonBlockingStderr:
@@ -42,6 +44,7 @@ class NonBlockingStderr:
     def __init__(self) -> None:
         self.fd: int | None = None
         self.target: tuple[int, int] | None = None  # (st_dev, st_ino) of fd 2 when opened
+        self.checked = 0.0  # time.monotonic() when fd 2 was last looked at
         self.dropped = 0
         self.stalled = False
         self.on_drop: Callable[[], None] | None = None
@@ -49,7 +52,12 @@ class NonBlockingStderr:
     def _current_fd(self) -> int | None:
         """The non-blocking description of what fd 2 is now. Reopened when
         fd 2 was pointed elsewhere (``dup2``: gunicorn's ``capture_output``,
-        a test's capture), None where it cannot be opened again."""
+        a test's capture), None where it cannot be opened again. Looked at
+        again at most every ``RECHECK_SECONDS``: that is a system call."""
+        now = time.monotonic()
+        if self.fd is not None and now - self.checked < RECHECK_SECONDS:
+            return self.fd
+        self.checked = now
         try:
             info = os.fstat(2)
         except OSError:
