@@ -20,6 +20,7 @@ import structlog
 
 from hookkit import processors
 from hookkit._events import REQUEST_FINISHED, Event
+from hookkit._http_semconv import QueryRedactor
 from hookkit._settings import Settings
 from hookkit._stderr import NonBlockingStderrHandler, stderr
 
@@ -63,6 +64,32 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
 _RENDERED = "_hookkit_rendered"
 
 
+# A URL's query string inside a message: from "?" to the next space, quote,
+# or "#".
+_QUERY = re.compile(r"\?([^\s'\"#]+)")
+_redactor = QueryRedactor()
+
+
+def set_query_redactor(redactor: QueryRedactor) -> None:
+    """The names whose values are redacted in other loggers' lines (the
+    tracing settings' list: ``HOOKKIT_TRACING_REDACT_QUERY``)."""
+    global _redactor  # noqa: PLW0603 - one list per process
+    _redactor = redactor
+
+
+def redact_query_strings(_logger: object, _method: str, event_dict: Any) -> Any:
+    """Redact sensitive query values in a foreign line's message: gunicorn
+    logs the request line or URI (``Error handling request GET
+    /x?password=...``, ``Invalid HTTP request line: '...'``), and hookkit's
+    own events never carry a query string at all."""
+    message = event_dict.get("event")
+    if isinstance(message, str) and "?" in message:
+        event_dict["event"] = _QUERY.sub(
+            lambda match: "?" + _redactor.redact(match.group(1)), message
+        )
+    return event_dict
+
+
 def make_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
     """The formatter for every hookkit handler: hookkit's events and foreign
     (gunicorn's) records alike; a traceback stays inside its one line."""
@@ -74,7 +101,11 @@ def make_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
         tail = [structlog.processors.format_exc_info]
     return _Formatter(
-        foreign_pre_chain=[*_SHARED_PROCESSORS, structlog.stdlib.add_logger_name],
+        foreign_pre_chain=[
+            *_SHARED_PROCESSORS,
+            structlog.stdlib.add_logger_name,
+            redact_query_strings,
+        ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *tail,
@@ -101,6 +132,17 @@ def set_handlers(handlers: list[logging.Handler], level: int = logging.INFO) -> 
         setattr(handler, _MARK, True)
         logger.addHandler(handler)
     logger.setLevel(level)
+
+
+def render_unrouted_lines(log_format: str) -> None:
+    """A record of a logger nobody gave a handler (gunicorn's
+    ``gunicorn.http.wsgi``, OpenTelemetry's warnings about a malformed
+    ``tracestate`` or ``baggage``) goes to Python's last-resort handler,
+    as bare text in the middle of the JSON stream. hookkit's formatter
+    renders them instead, at the same level (warning and above)."""
+    handler = NonBlockingStderrHandler(logging.WARNING)
+    handler.setFormatter(make_formatter(log_format))
+    logging.lastResort = handler
 
 
 def ensure_stderr_handler(settings: Settings) -> None:

@@ -43,6 +43,7 @@ from hookkit._exits import (
     classify,
 )
 from hookkit._frameworks import watch_flask_routes
+from hookkit._http_semconv import DEFAULT_SENSITIVE_QUERY, QueryRedactor, parse_list
 from hookkit._metrics import route_from_environ
 from hookkit._prometheus import Prometheus
 from hookkit._requests import InFlight, RequestOutcome, RequestScope
@@ -133,6 +134,10 @@ class Runtime:
         self._other_sinks = tuple(extra_sinks)
         self.dispatcher.sinks = tuple(sinks)
         _logging.ensure_stderr_handler(settings)
+        _logging.render_unrouted_lines(settings.log_format)
+        _logging.set_query_redactor(
+            QueryRedactor(DEFAULT_SENSITIVE_QUERY + parse_list(settings.tracing_redact_query))
+        )
 
     def ensure_configured(self) -> None:
         """Read the environment if nothing configured hookkit yet (single

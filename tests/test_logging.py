@@ -409,3 +409,41 @@ def test_no_listener_no_work() -> None:
     _logging.note_reap_line("Worker (pid:%s) exited with code %s.", (1, 3))  # does not raise
 
     assert _logging._exit_status_listener is None
+
+
+def test_query_values_are_redacted_in_gunicorns_own_lines(captured: Captured) -> None:
+    """gunicorn logs the URI or request line of a failed request; the
+    values of sensitive query parameters never reach the stream."""
+    gunicorn_error = logging.getLogger("gunicorn.error")
+    handlers = list(gunicorn_error.handlers)
+    gunicorn_error.handlers = list(logging.getLogger(_logging.LOGGER_NAME).handlers)
+    try:
+        gunicorn_error.error("Error handling request GET %s", "/x?page=2&password=hunter2#top")
+        gunicorn_error.warning("Invalid HTTP request line: 'GET /?token=abc&q=1 HTTP/1.1'")
+    finally:
+        gunicorn_error.handlers = handlers
+    expected = [
+        "Error handling request GET /x?page=2&password=REDACTED#top",
+        "Invalid HTTP request line: 'GET /?token=REDACTED&q=1 HTTP/1.1'",
+    ]
+    assert expected == [line["event"] for line in captured.lines()]
+
+
+def test_lines_of_loggers_without_handlers_are_json_too(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A warning from a logger nobody configured (gunicorn's
+    ``gunicorn.http.wsgi``, OpenTelemetry's propagators) is rendered by
+    hookkit's formatter instead of Python's bare last-resort handler."""
+    saved = logging.lastResort
+    try:
+        _logging.render_unrouted_lines("json")
+        logger = logging.getLogger("unconfigured.for.this.test")
+        logger.propagate = False
+        logger.warning("Member doesn't match the w3c identifiers format %s", "=")
+        logger.info("below warning: not written")
+    finally:
+        logging.lastResort = saved
+    (line,) = [json.loads(text) for text in capsys.readouterr().err.splitlines()]
+    expected = ("Member doesn't match the w3c identifiers format =", "warning")
+    assert expected == (line["event"], line["level"])
