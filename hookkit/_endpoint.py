@@ -31,6 +31,7 @@ import errno
 import os
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -109,6 +110,8 @@ class MetricsEndpoint:
         self._collecting = 0  # scrapes collecting now
         self._forking = False
         self._clients = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._answering = 0  # connections being answered now
+        self._closing = False
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -163,13 +166,23 @@ class MetricsEndpoint:
         """Accept connections, each answered in a thread of its own."""
         server = self._server
         assert server is not None
-        while server.socket.fileno() != -1:
+        while server.socket.fileno() != -1 and not self._closing:
             try:
                 readable = server.socket.fileno() != -1 and _wait_readable(server.socket, 0.5)
-                if not readable:
-                    continue
+            except (OSError, ValueError):
+                return
+            if not readable:
+                continue
+            # Counted before accept(), under the guard close() takes: a
+            # connection accepted here is always waited for at exit.
+            with self._guard:
+                if self._closing:
+                    return
+                self._answering += 1
+            try:
                 connection, address = server.socket.accept()
             except (OSError, ValueError):
+                self._answered()
                 if server.socket.fileno() == -1:
                     return
                 continue
@@ -177,6 +190,7 @@ class MetricsEndpoint:
                 self.refused += 1
                 with contextlib.suppress(OSError):
                     connection.close()
+                self._answered()
                 continue
             threading.Thread(
                 target=self._answer_client,
@@ -195,6 +209,12 @@ class MetricsEndpoint:
         finally:
             server.shutdown_request(connection)
             self._clients.release()
+            self._answered()
+
+    def _answered(self) -> None:
+        with self._guard:
+            self._answering -= 1
+            self._guard.notify_all()
 
     def _before_fork(self) -> None:
         if os.getpid() != self.owner:
@@ -227,11 +247,19 @@ class MetricsEndpoint:
                 self._server.socket.close()
             self._server = None
 
-    def close(self) -> None:
-        """Stop answering (the master exits)."""
+    def close(self, wait: float = 1.0) -> None:
+        """Stop answering (the master exits): accept no more connections,
+        and give the ones being answered up to ``wait`` seconds to finish
+        (after a USR2, the new master takes the next ones)."""
+        with self._guard:
+            self._closing = True
         if self._server is not None:
             with contextlib.suppress(OSError):
                 self._server.socket.close()
+        deadline = time.monotonic() + wait
+        with self._guard:
+            while self._answering and time.monotonic() < deadline:
+                self._guard.wait(max(0.0, deadline - time.monotonic()))
 
 
 def _wait_readable(sock: socket.socket, timeout: float) -> bool:

@@ -23,7 +23,9 @@ import os, sys
 workers = {workers}
 
 def post_fork(server, worker):
-    print("user-post-fork {marker}", os.getpid(), file=sys.stderr, flush=True)
+    # One write: the master and the workers share the pipe, and print()
+    # writes its pieces one system call at a time.
+    os.write(2, ("user-post-fork {marker} %d\\n" % os.getpid()).encode())
 """
 
 
