@@ -280,7 +280,7 @@ class Runtime:
 
     @_guarded
     def child_exit(self, server: Any, worker: Any) -> None:
-        self._report_exit(worker.pid, worker.age, bool(worker.aborted), "child_exit")
+        self._report_exit(worker.pid, worker.age, bool(worker.aborted), "child_exit", server)
 
     @_guarded
     def on_exit(self, server: Any) -> None:
@@ -333,7 +333,16 @@ class Runtime:
     def _note_exit_status(self, pid: int, exit_code: int | None, signum: int | None) -> None:
         self.exit_statuses[pid] = ExitStatus(exit_code, signum)
 
-    def _report_exit(self, pid: int, age: int, aborted: bool, hook: str) -> None:
+    def _report_exit(
+        self, pid: int, age: int, aborted: bool, hook: str, server: Any = None
+    ) -> None:
+        if server is not None and self.scale_down_pending:
+            # gunicorn stops workers only while it has more than it wants
+            # (this one, already taken out of WORKERS, included). A
+            # scale-down that found nothing to stop (a worker was missing
+            # at that moment) is not pending any more.
+            excess = len(getattr(server, "WORKERS", ())) + 1 - int(server.num_workers)
+            self.scale_down_pending = max(0, min(self.scale_down_pending, excess))
         record = self.records.pop(age, None)
         status = self.exit_statuses.pop(pid, None)
         self.prometheus.worker_gone(age)
@@ -496,7 +505,7 @@ class Runtime:
         if os.getpid() == server.pid:
             # Arbiter.kill_worker found the worker gone (ESRCH) and runs this
             # hook in the master instead of child_exit.
-            self._report_exit(worker.pid, worker.age, bool(worker.aborted), "worker_exit")
+            self._report_exit(worker.pid, worker.age, bool(worker.aborted), "worker_exit", server)
             return
         self._leave_worker(worker, sys.exc_info()[1])
 

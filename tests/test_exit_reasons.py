@@ -90,6 +90,30 @@ def test_ttou_is_scaled_down(serve):
     assert ("SIGTERM", True) == (line["signal"], line["signal_sent_by_master"])
 
 
+def test_a_ttou_that_stops_nobody_leaves_no_scale_down_pending(serve):
+    """TTOU at the moment a worker was SIGKILLed: gunicorn already has the
+    fewer workers it wants and stops none. A SIGTERM sent later, by
+    someone else, to the remaining worker is `killed`, not `scaled_down`."""
+    server = serve("apps.wsgi:app", "-w", "2")
+    first, second = (
+        b["worker_pid"] for b in server.wait_for(match(event="worker_booted"), count=2)
+    )
+    os.kill(first, signal.SIGKILL)
+    server.signal(signal.SIGTTOU)
+    server.wait_for(match(event="workers_changed", new_value=1))
+    killed = server.wait_for(match(event="worker_exited", worker_pid=first))[0]
+    time.sleep(0.5)  # the master's next loop: nothing more to stop
+    assert [] == server.events(match(event="worker_exited", worker_pid=second))
+    os.kill(second, signal.SIGTERM)
+    line = server.wait_for(match(event="worker_exited", worker_pid=second))[0]
+    assert ("killed", "SIGKILL") == (killed["reason"], killed["signal"])
+    assert ("killed", "SIGTERM", False) == (
+        line["reason"],
+        line["signal"],
+        line["signal_sent_by_master"],
+    )
+
+
 def test_shutdown_is_shutdown(serve):
     """TERM to the master: every worker exits as `shutdown`, once each."""
     server = serve("apps.wsgi:app", "-w", "2")
