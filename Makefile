@@ -13,7 +13,8 @@ STAMP := $(VENV)/.installed
 COMPAT_GUNICORN := 26.2.0 25.3.0
 COMPAT_TESTS := tests/test_exit_reasons.py tests/test_worker_classes.py tests/test_dropin.py \
 	tests/test_demo.py tests/test_hooks_table.py tests/test_chain.py tests/test_logging.py \
-	tests/test_exits.py tests/test_smoke_integration.py tests/test_metrics_integration.py
+	tests/test_exits.py tests/test_smoke_integration.py tests/test_metrics_integration.py \
+	tests/test_tracing_integration.py
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
