@@ -47,6 +47,7 @@ from typing import Any
 
 import pytest
 
+from hookkit._exits import REASONS
 from hookkit._server import match, pid_alive
 from tests.scrape import samples, scrape_text, total
 
@@ -64,18 +65,7 @@ MAX_REQUESTS, JITTER, TIMEOUT, THREADS = 40, 10, 3, 4
 # No hang starts this close to the end: its abort is over before the load stops.
 HANG_TAIL = 8.0
 FAULTS = {"sigkill": 4, "ttin": 2, "ttou": 2, "hup": 1, "hang": 2}
-KNOWN_REASONS = {
-    "max_requests",
-    "timeout",
-    "killed",
-    "crashed",
-    "boot_error",
-    "app_load_error",
-    "shutdown",
-    "reload",
-    "scaled_down",
-    "unknown",
-}
+KNOWN_REASONS = set(REASONS)
 # A worker's `worker_forked` line (logged by the worker just after the fork)
 # may be stamped a little after the master acted on a HUP or a TTOU.
 FORK_LAG = 1.0
