@@ -15,7 +15,7 @@ from typing import Any
 
 from tests.otlp import OtlpReceiver, Span
 from tests.scrape import scrape_text, total
-from tests.test_examples_tracing import only, settled, start_example
+from tests.test_examples_tracing import assert_item_spans, only, settled, start_example
 from tests.traced import request, traceparent
 
 EXAMPLE = "fastapi_uvicorn"
@@ -56,30 +56,7 @@ def test_one_server_span_per_request_with_the_apps_span_as_its_child(
         s.trace_id for s in spans
     )
     assert len(ITEMS) == len([s for s in spans if s.kind == "SERVER"])
-    for n, item in enumerate(ITEMS):
-        in_trace = [span for span in spans if span.trace_id == traceparent(n)[1]]
-        server = only(in_trace, kind="SERVER")
-        app = only(in_trace, name="load_item")
-        expected = [
-            ("SERVER", "hookkit", traceparent(n)[0].split("-")[2], f"/items/{item}", 200),
-            ("INTERNAL", "examples.fastapi_uvicorn", server.span_id, None, None),
-        ]
-        actual = [
-            (
-                s.kind,
-                s.scope_name,
-                s.parent_span_id,
-                s.attributes.get("url.path"),
-                s.attributes.get("http.response.status_code"),
-            )
-            for s in (server, app)
-        ]
-        assert expected == actual
-        assert item == app.attributes.get("item.id")
-        assert ("GET /items/{item_id}", "/items/{item_id}") == (
-            server.name,
-            server.attributes.get("http.route"),
-        )
+    assert_item_spans(spans, tuple(str(item) for item in ITEMS), "examples.fastapi_uvicorn")
 
 
 def test_each_request_is_counted_once_under_its_route(serve: Any, tmp_path: Path) -> None:

@@ -53,6 +53,37 @@ def only(spans: list[Span], **fields: str) -> Span:
     return found[0]
 
 
+def assert_item_spans(spans: list[Span], items: tuple[str, ...], app_scope: str) -> None:
+    """For request n (``/items/{item}`` with ``traceparent(n)``): one SERVER
+    span, hookkit's, child of the caller's span, named from the route
+    template, with the app's ``load_item`` span (scope ``app_scope``) as its
+    child."""
+    for n, item in enumerate(items):
+        in_trace = [span for span in spans if span.trace_id == traceparent(n)[1]]
+        server = only(in_trace, kind="SERVER")
+        app = only(in_trace, name="load_item")
+        expected = [
+            ("SERVER", "hookkit", traceparent(n)[0].split("-")[2], f"/items/{item}", 200),
+            ("INTERNAL", app_scope, server.span_id, None, None),
+        ]
+        actual = [
+            (
+                s.kind,
+                s.scope_name,
+                s.parent_span_id,
+                s.attributes.get("url.path"),
+                s.attributes.get("http.response.status_code"),
+            )
+            for s in (server, app)
+        ]
+        assert expected == actual
+        assert item == str(app.attributes.get("item.id"))
+        assert ("GET /items/{item_id}", "/items/{item_id}") == (
+            server.name,
+            server.attributes.get("http.route"),
+        )
+
+
 def send_flask_requests(
     serve: Any, tmp_path: Path
 ) -> tuple[list[tuple[int, bytes]], list[Span], str]:
@@ -126,27 +157,4 @@ def test_starlette_on_the_asgi_worker(serve: Any, tmp_path: Path) -> None:
 
     assert [(200, b'{"item_id":"42"}'), (200, b'{"item_id":"7"}')] == answers
     assert Counter({traceparent(n)[1]: 2 for n in range(2)}) == Counter(s.trace_id for s in spans)
-    for n, item in enumerate(("42", "7")):
-        in_trace = [span for span in spans if span.trace_id == traceparent(n)[1]]
-        server = only(in_trace, kind="SERVER")
-        app = only(in_trace, name="load_item")
-        expected = [
-            ("SERVER", "hookkit", traceparent(n)[0].split("-")[2], f"/items/{item}", 200),
-            ("INTERNAL", "examples.starlette_tracing", server.span_id, None, None),
-        ]
-        actual = [
-            (
-                s.kind,
-                s.scope_name,
-                s.parent_span_id,
-                s.attributes.get("url.path"),
-                s.attributes.get("http.response.status_code"),
-            )
-            for s in (server, app)
-        ]
-        assert expected == actual
-        assert item == app.attributes.get("item.id")
-        assert ("GET /items/{item_id}", "/items/{item_id}") == (
-            server.name,
-            server.attributes.get("http.route"),
-        )
+    assert_item_spans(spans, ("42", "7"), "examples.starlette_tracing")

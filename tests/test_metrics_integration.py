@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from hookkit._exits import REASONS
 from hookkit._server import free_port, gunicorn_command, http_get, match
 from tests.conftest import clean_env
 from tests.scrape import samples, scrape_text, series, total
@@ -222,18 +223,7 @@ def test_lifecycle_metrics(serve):
     )
     assert 2 == total(text, "gunicorn_worker_spawns_total")
     reasons = {s.labels["reason"] for s in samples(text) if s.name == "gunicorn_worker_exits_total"}
-    assert {
-        "max_requests",
-        "timeout",
-        "killed",
-        "crashed",
-        "boot_error",
-        "app_load_error",
-        "shutdown",
-        "reload",
-        "scaled_down",
-        "unknown",
-    } == reasons
+    assert set(REASONS) == reasons  # the ten, pinned in test_exits
     assert 2 == total(text, "gunicorn_worker_boot_duration_seconds_count")
     slots = {
         s.labels["slot"] for s in samples(text) if s.name == "gunicorn_worker_heartbeat_age_seconds"
