@@ -20,7 +20,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from hookkit._server import Gunicorn, free_port, http_get
+from hookkit._face.gunicorn_process import Gunicorn, free_port, http_get
 
 
 def scrape(port: int) -> tuple[float, str]:

@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE))
 
 from build import build_dashboards  # noqa: E402
 
-from hookkit._server import Gunicorn, free_port, http_get, match  # noqa: E402
+from hookkit._face.gunicorn_process import Gunicorn, free_port, http_get, match  # noqa: E402
 from tests.prom import prometheus  # noqa: E402
 
 SUBSTITUTIONS = {"$__rate_interval": "15s", "$job": ".+", "$instance": ".+"}

@@ -12,11 +12,11 @@ OpenTelemetry spans next. Three ways in:
 
 from __future__ import annotations
 
-from hookkit._chain import chain
-from hookkit._events import Event, Sink
-from hookkit._hooks import CORE_HOOKS, DIRTY_HOOKS, HOOKS, HookSpec
-from hookkit._runtime import RUNTIME as _RUNTIME
-from hookkit._settings import SETTINGS, ConfigError, Settings
+from hookkit._core.chain import chain
+from hookkit._core.events import Event, Sink
+from hookkit._core.hooks import CORE_HOOKS, DIRTY_HOOKS, HOOKS, HookSpec
+from hookkit._core.runtime import RUNTIME as _RUNTIME
+from hookkit._core.settings import SETTINGS, ConfigError, Settings
 from hookkit._version import __version__
 
 

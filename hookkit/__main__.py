@@ -2,6 +2,6 @@
 
 import sys
 
-from hookkit._cli import main
+from hookkit._face.cli import main
 
 sys.exit(main())

@@ -5,6 +5,6 @@ from hookkit.dropin import load
 globals().update(load())
 """
 
-from hookkit._dropin import CONFIG_FILE_TEXT, load, user_config_path
+from hookkit._dropin.load import CONFIG_FILE_TEXT, load, user_config_path
 
 __all__ = ["CONFIG_FILE_TEXT", "load", "user_config_path"]

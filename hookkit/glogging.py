@@ -27,9 +27,9 @@ from typing import Any
 from gunicorn import glogging
 from gunicorn.instrument.statsd import Statsd
 
-from hookkit import _logging
-from hookkit._runtime import RUNTIME
-from hookkit._stderr import NonBlockingStderrHandler, is_stderr_stream_handler
+from hookkit._core.runtime import RUNTIME
+from hookkit._core.stderr import NonBlockingStderrHandler, is_stderr_stream_handler
+from hookkit._sinks.logs import pipeline as _logging
 
 
 class Logger(glogging.Logger):  # type: ignore[misc]
@@ -94,7 +94,7 @@ class Logger(glogging.Logger):  # type: ignore[misc]
 def _never_block_on_stderr(log: logging.Logger) -> None:
     """gunicorn's error log to stderr (``--error-logfile -``, the default)
     becomes hookkit's non-blocking stderr handler, so neither the master nor
-    a worker waits on a reader that stopped reading (see hookkit._stderr)."""
+    a worker waits on a reader that stopped reading (see hookkit._core.stderr)."""
     for handler in list(log.handlers):
         if is_stderr_stream_handler(handler):
             replacement = NonBlockingStderrHandler(handler.level)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hookkit._runtime import RUNTIME as _RUNTIME
+from hookkit._core.runtime import RUNTIME as _RUNTIME
 
 
 def on_starting(server: Any) -> None:

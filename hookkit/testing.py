@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from hookkit._events import Event as _Event
-from hookkit._runtime import RUNTIME as _RUNTIME
-from hookkit._runtime import Runtime as _Runtime
+from hookkit._core.events import Event as _Event
+from hookkit._core.runtime import RUNTIME as _RUNTIME
+from hookkit._core.runtime import Runtime as _Runtime
 
 
 @dataclass

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from hookkit import _logging, processors
-from hookkit._runtime import RUNTIME
-from hookkit._server import Gunicorn, free_port, match
+from hookkit import processors
+from hookkit._core.runtime import RUNTIME
+from hookkit._face.gunicorn_process import Gunicorn, free_port, match
+from hookkit._sinks.logs import pipeline as _logging
 
 TESTS = Path(__file__).parent
 

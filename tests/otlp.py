@@ -49,7 +49,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 
-from hookkit._server import free_port
+from hookkit._face.gunicorn_process import free_port
 
 Mode = Literal["ok", "error", "hang"]
 MODES: tuple[Mode, ...] = ("ok", "error", "hang")

@@ -1,11 +1,11 @@
-"""hookkit._asgi in-process: which worker classes call the request hooks,
+"""hookkit._core.asgi in-process: which worker classes call the request hooks,
 what an ASGI app is, the route an ASGI scope names, and the ``RequestEvents``
 middleware driven with ``asyncio.run`` and hand-made apps, ``receive`` and
 ``send`` (no gunicorn, no server). The events are the real runtime's
-(``hookkit._runtime.RUNTIME``), captured with ``capture_events``.
+(``hookkit._core.runtime.RUNTIME``), captured with ``capture_events``.
 
 Also Flask's route, noted from its ``request_started`` signal
-(``hookkit._frameworks``), through a real Flask app's WSGI callable.
+(``hookkit._core.routes``), through a real Flask app's WSGI callable.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from hookkit import _frameworks
-from hookkit._asgi import (
+from hookkit._core import routes as _frameworks
+from hookkit._core.asgi import (
     App,
     AsgiRequest,
     AsgiResponse,
@@ -39,9 +39,9 @@ from hookkit._asgi import (
     route_from_scope,
     wrap_worker_app,
 )
-from hookkit._events import Event
-from hookkit._requests import RequestScope
-from hookkit._runtime import RUNTIME
+from hookkit._core.events import Event
+from hookkit._core.requests import RequestScope
+from hookkit._core.runtime import RUNTIME
 from hookkit.testing import FakeRequest, FakeResponse, FakeWorker, capture_events
 
 # A caller's W3C trace context: trace id, parent span id, sampled.
@@ -183,7 +183,7 @@ def test_gunicorns_gevent_worker_calls_the_request_hooks() -> None:
     pytest.importorskip("gevent")
     code = (
         "from gunicorn.workers.ggevent import GeventWorker\n"
-        "from hookkit._asgi import calls_request_hooks\n"
+        "from hookkit._core.asgi import calls_request_hooks\n"
         "print(calls_request_hooks(GeventWorker))\n"
     )
     result = subprocess.run(

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from hookkit._server import Gunicorn, match
+from hookkit._face.gunicorn_process import Gunicorn, match
 from tests.otlp import OtlpReceiver
 from tests.scrape import samples, scrape_text, total
 from tests.test_tracing_worker_classes import websocket_echo

@@ -12,7 +12,7 @@ from gunicorn.config import validate_callable
 
 import hookkit.hooks
 from hookkit import chain
-from hookkit._hooks import HOOKS, HookSpec
+from hookkit._core.hooks import HOOKS, HookSpec
 from hookkit.testing import FakeRequest, FakeResponse, FakeWorker, capture_events
 
 

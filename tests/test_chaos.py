@@ -47,8 +47,8 @@ from typing import Any
 
 import pytest
 
-from hookkit._exits import REASONS
-from hookkit._server import match, pid_alive
+from hookkit._core.exits import REASONS
+from hookkit._face.gunicorn_process import match, pid_alive
 from tests.scrape import samples, scrape_text, total
 
 APP = "apps.metrics_app:app"

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import pytest
 
-from hookkit._server import Gunicorn
-from hookkit._settings import SETTINGS, SETTINGS_BY_ATTR, Settings, SettingSpec
-from hookkit._tracing_config import TracingConfig
+from hookkit._core.settings import SETTINGS, SETTINGS_BY_ATTR, Settings, SettingSpec
+from hookkit._face.gunicorn_process import Gunicorn
+from hookkit._sinks.tracing.config import TracingConfig
 from tests.conftest import ServeFactory, clean_env
 
 APP = "apps.wsgi:app"

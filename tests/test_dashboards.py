@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from hookkit._server import http_get, match
+from hookkit._face.gunicorn_process import http_get, match
 from tests.scrape import samples, scrape_text
 
 DASHBOARDS = Path(__file__).parent.parent / "dashboards"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from hookkit._server import Gunicorn, free_port, http_get, match
+from hookkit._face.gunicorn_process import Gunicorn, free_port, http_get, match
 from tests.conftest import clean_env, no_control_socket
 from tests.prom import MISSING, PROMETHEUS, PROMTOOL, prometheus
 

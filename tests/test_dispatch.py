@@ -1,4 +1,4 @@
-"""hookkit._dispatch: each event to every sink; a failing sink never reaches
+"""hookkit._core.dispatch: each event to every sink; a failing sink never reaches
 gunicorn, is counted, and is reported at most once a minute."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import types
 
 import pytest
 
-from hookkit import _dispatch
-from hookkit._dispatch import ERROR_REPORT_INTERVAL, Dispatcher
-from hookkit._events import Event
+from hookkit._core import dispatch as _dispatch
+from hookkit._core.dispatch import ERROR_REPORT_INTERVAL, Dispatcher
+from hookkit._core.events import Event
 
 
 class ListSink:

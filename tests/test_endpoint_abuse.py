@@ -37,9 +37,9 @@ from pathlib import Path
 
 import pytest
 
-from hookkit._endpoint import CLIENT_TIMEOUT
-from hookkit._server import Gunicorn, free_port, match
-from hookkit._settings import Settings, split_host_port
+from hookkit._core.settings import Settings, split_host_port
+from hookkit._face.gunicorn_process import Gunicorn, free_port, match
+from hookkit._master_http.server import CLIENT_TIMEOUT
 from tests.conftest import ServeFactory, clean_env, no_control_socket
 from tests.test_prometheus_server import PASSWORD, USER, basic, make_pki, web_config_yaml
 from tests.test_webconfig import hashed

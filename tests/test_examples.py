@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from hookkit._server import http_get, match
+from hookkit._face.gunicorn_process import http_get, match
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hookkit._settings import Settings
+from hookkit._core.settings import Settings
 from tests.prom import MISSING, PROMTOOL
 
 EXAMPLES = Path(__file__).parent.parent / "examples"

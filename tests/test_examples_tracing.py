@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hookkit._server import Gunicorn, match
+from hookkit._face.gunicorn_process import Gunicorn, match
 from tests.otlp import OtlpReceiver, Span
 from tests.scrape import scrape_text, total
 from tests.traced import export_env, request, traceparent

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hookkit._server import http_get, match
+from hookkit._face.gunicorn_process import http_get, match
 
 
 def exited(server, **expected):

@@ -1,4 +1,4 @@
-"""hookkit._exits: why a worker exited, from the worker's shared record, the
+"""hookkit._core.exits: why a worker exited, from the worker's shared record, the
 master's context and the reaped exit status (see the module docstring)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from hookkit._exits import (
+from hookkit._core.exits import (
     APP_LOAD_ERROR,
     EXIT_ABORTED,
     EXIT_APP_LOAD_ERROR,

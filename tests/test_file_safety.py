@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from hookkit._metrics_dir import ENV_DIR, ENV_PRIVATE, MetricsDir
-from hookkit._server import Gunicorn, match
-from hookkit._settings import ConfigError
+from hookkit._aggregate.directory import ENV_DIR, ENV_PRIVATE, MetricsDir
+from hookkit._core.settings import ConfigError
+from hookkit._face.gunicorn_process import Gunicorn, match
 
 
 def test_the_private_directory_is_made_exclusively_under_a_random_name(

@@ -1,4 +1,4 @@
-"""hookkit._hooks: the one table of gunicorn's server hooks, checked against
+"""hookkit._core.hooks: the one table of gunicorn's server hooks, checked against
 gunicorn's own settings (``gunicorn.config.KNOWN_SETTINGS``)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import gunicorn.config
 import pytest
 
 import hookkit.hooks
-from hookkit._hooks import CORE_HOOKS, DIRTY_HOOKS, HOOKS, HOOKS_BY_NAME, HookSpec
+from hookkit._core.hooks import CORE_HOOKS, DIRTY_HOOKS, HOOKS, HOOKS_BY_NAME, HookSpec
 
 # gunicorn's documentation, "Server Hooks" (docs/source/settings.rst), in order.
 GUNICORN_SERVER_HOOKS_DOC = (

@@ -1,4 +1,4 @@
-"""hookkit._http_semconv: OpenTelemetry's stable HTTP server attributes read
+"""hookkit._core.http: OpenTelemetry's stable HTTP server attributes read
 from gunicorn's request: Host splitting, method normalisation, query
 redaction and opt-in header capture."""
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from hookkit._http_semconv import (
+from hookkit._core.http import (
     DEFAULT_SENSITIVE_QUERY,
     HEADER_REDACTED,
     KNOWN_METHODS,

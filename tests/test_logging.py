@@ -1,4 +1,4 @@
-"""hookkit._logging: events as one JSON line each, gunicorn's own records
+"""hookkit._sinks.logs.pipeline: events as one JSON line each, gunicorn's own records
 through the same formatter, and the worker exit statuses read from
 gunicorn's reap lines."""
 
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from hookkit import _logging
-from hookkit._events import Event
-from hookkit._settings import Settings
-from hookkit._stderr import NonBlockingStderrHandler
+from hookkit._core.events import Event
+from hookkit._core.settings import Settings
+from hookkit._core.stderr import NonBlockingStderrHandler
+from hookkit._sinks.logs import pipeline as _logging
 
 
 class Captured:

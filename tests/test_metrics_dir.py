@@ -1,4 +1,4 @@
-"""hookkit._metrics_dir: slots keep the multiprocess directory bounded."""
+"""hookkit._aggregate.directory: slots keep the multiprocess directory bounded."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hookkit._metrics_dir import (
+from hookkit._aggregate.directory import (
     ENV_DIR,
     ENV_PRIVATE,
     MetricsDir,
@@ -15,7 +15,7 @@ from hookkit._metrics_dir import (
     master_identity,
     slot_identity,
 )
-from hookkit._settings import ConfigError
+from hookkit._core.settings import ConfigError
 
 
 def test_slots_reuse_the_lowest_free_index():

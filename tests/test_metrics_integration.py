@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from hookkit._exits import REASONS
-from hookkit._server import free_port, gunicorn_command, http_get, match
+from hookkit._core.exits import REASONS
+from hookkit._face.gunicorn_process import free_port, gunicorn_command, http_get, match
 from tests.conftest import clean_env
 from tests.scrape import samples, scrape_text, series, total
 

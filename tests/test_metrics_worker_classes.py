@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from hookkit._server import Gunicorn, http_get, match
+from hookkit._face.gunicorn_process import Gunicorn, http_get, match
 from tests.scrape import samples, scrape_text, total
 
 WSGI_APP = "apps.metrics_app:app"

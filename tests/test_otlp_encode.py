@@ -1,4 +1,4 @@
-"""hookkit._otlp_encode: what the fast encoder sends decodes to exactly the
+"""hookkit._sinks.tracing.otlp_encode: what the fast encoder sends decodes to exactly the
 message the official OTLP encoder makes, for spans of every shape."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
-from hookkit._otlp_encode import encode_request
+from hookkit._sinks.tracing.otlp_encode import encode_request
 from tests.otlp import OtlpReceiver
 
 
@@ -122,7 +122,7 @@ def test_the_fast_exporter_sends_what_the_official_one_sends() -> None:
     official exporter's for the same spans, and both are accepted."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    from hookkit._otlp_encode import FastOTLPSpanExporter
+    from hookkit._sinks.tracing.otlp_encode import FastOTLPSpanExporter
 
     spans = varied_spans()
     with OtlpReceiver() as rx:

@@ -34,7 +34,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from hookkit._server import Gunicorn, http_get, match
+from hookkit._face.gunicorn_process import Gunicorn, http_get, match
 from tests.prom import MISSING, PROMETHEUS, PROMTOOL, PrometheusServer, prometheus
 from tests.prom import promtool_check_metrics as promtool
 from tests.scrape import scrape_text, total

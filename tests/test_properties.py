@@ -36,8 +36,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
-from hookkit._http_semconv import KNOWN_METHODS
-from hookkit._server import Gunicorn, LogLine, free_port, match
+from hookkit._core.http import KNOWN_METHODS
+from hookkit._face.gunicorn_process import Gunicorn, LogLine, free_port, match
 from tests.conftest import clean_env, no_control_socket
 from tests.otlp import OtlpReceiver, Span
 from tests.scrape import samples, scrape_text, series, total

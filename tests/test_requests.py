@@ -1,4 +1,4 @@
-"""hookkit._requests: a request's scope from pre_request to post_request, and
+"""hookkit._core.requests: a request's scope from pre_request to post_request, and
 the status the client really received."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from gunicorn.http.errors import InvalidRequestLine
 
 import hookkit.hooks
-from hookkit._requests import InFlight, resolve_status
+from hookkit._core.requests import InFlight, resolve_status
 from hookkit.testing import FakeRequest, FakeResponse, FakeWorker, capture_events
 
 

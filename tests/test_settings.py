@@ -1,4 +1,4 @@
-"""hookkit._settings: ``HOOKKIT_*`` variables and ``hookkit_*`` config names,
+"""hookkit._core.settings: ``HOOKKIT_*`` variables and ``hookkit_*`` config names,
 parsed eagerly, refused with a message that says what is wrong."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from hookkit._settings import SETTINGS, SETTINGS_BY_ATTR, ConfigError, Settings, SettingSpec
+from hookkit._core.settings import SETTINGS, SETTINGS_BY_ATTR, ConfigError, Settings, SettingSpec
 
 BOOL_SETTINGS = [spec for spec in SETTINGS if spec.default in (True, False)]
 BOOL_WORDS = {"1": True, "0": False, "true": True, "false": False}

@@ -21,7 +21,14 @@ from typing import Any
 
 import pytest
 
-from hookkit._server import free_port, gunicorn_command, http_get, match, pid_alive, wait_gone
+from hookkit._face.gunicorn_process import (
+    free_port,
+    gunicorn_command,
+    http_get,
+    match,
+    pid_alive,
+    wait_gone,
+)
 from tests.conftest import clean_env, no_control_socket
 from tests.scrape import scrape_text, total
 

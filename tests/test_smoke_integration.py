@@ -1,6 +1,6 @@
 """A first end-to-end check: the drop-in serves and logs JSON."""
 
-from hookkit._server import http_get, match
+from hookkit._face.gunicorn_process import http_get, match
 
 
 def test_dropin_serves_and_logs_server_ready(serve):

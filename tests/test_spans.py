@@ -1,4 +1,4 @@
-"""hookkit._spans: hookkit's own SERVER span behaves as an SDK span where it
+"""hookkit._sinks.tracing.spans: hookkit's own SERVER span behaves as an SDK span where it
 matters: sampling, ids, nesting, status, exceptions, and what is exported."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from hookkit._otlp_encode import encode_request
-from hookkit._spans import ServerSpan, ServerSpans
+from hookkit._sinks.tracing.otlp_encode import encode_request
+from hookkit._sinks.tracing.spans import ServerSpan, ServerSpans
 
 ATTRIBUTES = {"http.request.method": "GET", "url.path": "/", "server.port": 8000}
 

@@ -12,8 +12,8 @@ import pytest
 import hookkit.hooks
 import hookkit.testing
 from hookkit import chain
-from hookkit._events import Event
-from hookkit._runtime import RUNTIME, Runtime
+from hookkit._core.events import Event
+from hookkit._core.runtime import RUNTIME, Runtime
 from hookkit.hooks import post_fork, post_request, pre_request
 from hookkit.testing import (
     CapturingSink,

@@ -1,4 +1,4 @@
-"""hookkit._tracing_config: the tracing sink's configuration, read from the
+"""hookkit._sinks.tracing.config: the tracing sink's configuration, read from the
 ``OTEL_*`` variables and hookkit's ``HOOKKIT_TRACING*`` settings at start-up,
 refused with a ConfigError that names the variable."""
 
@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from hookkit import _tracing_config
-from hookkit._settings import ConfigError, Settings
-from hookkit._tracing_config import TracingConfig
+from hookkit._core.settings import ConfigError, Settings
+from hookkit._sinks.tracing import config as _tracing_config
+from hookkit._sinks.tracing.config import TracingConfig
 
 ENDPOINT = "http://collector.test:4318"
 GRPC_PACKAGE = "opentelemetry-exporter-otlp-proto-grpc"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from hookkit._server import match
+from hookkit._face.gunicorn_process import match
 from tests.otlp import OtlpReceiver, refused_endpoint
 from tests.scrape import scrape_text, total
 from tests.traced import TRACE_ID, TRACEPARENT, request, server_spans, start_traced

@@ -11,7 +11,7 @@ import signal
 import time
 from typing import Any
 
-from hookkit._server import Gunicorn, match
+from hookkit._face.gunicorn_process import Gunicorn, match
 from tests.otlp import OtlpReceiver, Span
 from tests.traced import (
     PARENT_ID,

@@ -1,4 +1,4 @@
-"""hookkit._tracing in-process: the SERVER span of a request, driven through
+"""hookkit._sinks.tracing.sink in-process: the SERVER span of a request, driven through
 ``Tracing.begin`` / ``end`` / ``abort`` / ``slow`` with an SDK tracer
 provider of the test's own (never the global one) and an in-memory exporter."""
 
@@ -21,11 +21,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from hookkit._metrics import route_from_environ
-from hookkit._requests import InFlight, RequestScope
-from hookkit._settings import Settings
-from hookkit._tracing import Tracing
-from hookkit._tracing_config import TracingConfig
+from hookkit._core.requests import InFlight, RequestScope
+from hookkit._core.settings import Settings
+from hookkit._sinks.prometheus.metrics import route_from_environ
+from hookkit._sinks.tracing.config import TracingConfig
+from hookkit._sinks.tracing.sink import Tracing
 from hookkit.processors import add_trace_context
 from hookkit.testing import FakeRequest, FakeResponse
 

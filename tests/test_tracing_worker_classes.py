@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from hookkit._server import Gunicorn
+from hookkit._face.gunicorn_process import Gunicorn
 from tests.otlp import OtlpReceiver, Span
 from tests.scrape import scrape_text, total
 from tests.traced import ASGI_APP, WSGI_APP, request, server_spans, start_traced, traceparent

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from hookkit._server import http_get, match
+from hookkit._face.gunicorn_process import http_get, match
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""hookkit._webconfig: the exporter-toolkit web config file (TLS and basic
+"""hookkit._master_http.webconfig: the exporter-toolkit web config file (TLS and basic
 auth for /metrics), checked at load, served over real TLS on 127.0.0.1."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from urllib.error import HTTPError
 import bcrypt
 import pytest
 
-from hookkit._settings import ConfigError
-from hookkit._webconfig import (
+from hookkit._core.settings import ConfigError
+from hookkit._master_http.webconfig import (
     AUTH_CACHE_SIZE,
     SETTING,
     TLSConfig,

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from hookkit._server import Gunicorn, LogLine, match
+from hookkit._face.gunicorn_process import Gunicorn, LogLine, match
 
 WSGI_APP = "apps.wsgi:app"
 ASGI_APP = "apps.asgi:app"

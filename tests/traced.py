@@ -6,7 +6,7 @@ from __future__ import annotations
 import http.client
 from typing import Any
 
-from hookkit._server import Gunicorn, match
+from hookkit._face.gunicorn_process import Gunicorn, match
 from tests.otlp import OtlpReceiver, Span
 
 WSGI_APP = "apps.traced_wsgi:app"

@@ -19,10 +19,10 @@ from typing import Any
 import structlog
 
 from hookkit import processors
-from hookkit._events import REQUEST_FINISHED, Event
-from hookkit._http_semconv import QueryRedactor
-from hookkit._settings import Settings
-from hookkit._stderr import NonBlockingStderrHandler, stderr
+from hookkit._core.events import REQUEST_FINISHED, Event
+from hookkit._core.http import QueryRedactor
+from hookkit._core.settings import Settings
+from hookkit._core.stderr import NonBlockingStderrHandler, stderr
 
 LOGGER_NAME = "hookkit"
 _LEVELS = {

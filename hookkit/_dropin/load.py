@@ -10,7 +10,7 @@ but a ``python:`` *module* is imported again only if it is not in
 ``sys.modules``. The ``python:`` form therefore removes itself from
 ``sys.modules`` once gunicorn has read it (in ``when_ready`` and
 ``on_reload``, both in the master after a config load), so every reload
-reads the user's file afresh. hookkit's state lives in ``hookkit._runtime``,
+reads the user's file afresh. hookkit's state lives in ``hookkit._core.runtime``,
 which is never re-imported, so nothing is duplicated.
 """
 
@@ -24,10 +24,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hookkit import hooks
-from hookkit._chain import chain
-from hookkit._hooks import HOOKS
-from hookkit._runtime import RUNTIME
-from hookkit._settings import ConfigError, Settings
+from hookkit._core.chain import chain
+from hookkit._core.hooks import HOOKS
+from hookkit._core.runtime import RUNTIME
+from hookkit._core.settings import ConfigError, Settings
 
 DEFAULT_USER_CONFIG = "gunicorn.conf.py"
 LOGGER_CLASS = "hookkit.glogging.Logger"

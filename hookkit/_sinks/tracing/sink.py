@@ -40,10 +40,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from hookkit._http_semconv import OTHER_METHOD, method_attributes, request_headers, split_host
-from hookkit._metrics import OTHER, RouteLimit
-from hookkit._requests import RequestOutcome, RequestScope
-from hookkit._tracing_config import TracingConfig
+from hookkit._core.http import OTHER_METHOD, method_attributes, request_headers, split_host
+from hookkit._core.requests import RequestOutcome, RequestScope
+from hookkit._sinks.prometheus.metrics import OTHER, RouteLimit
+from hookkit._sinks.tracing.config import TracingConfig
 from hookkit._version import __version__
 
 ABORT_FLUSH_SECONDS = 0.5  # gunicorn SIGKILLs an aborted worker about a second later
@@ -155,14 +155,14 @@ class Tracing:
         import opentelemetry.sdk.trace
         import opentelemetry.sdk.trace.export
 
-        import hookkit._spans
+        import hookkit._sinks.tracing.spans
 
         if "otlp" in self.config.exporters:
             # The OTLP/HTTP exporter and the HTTP client it builds its
             # session from when it is made (in the worker).
             import requests  # noqa: F401
 
-            import hookkit._otlp_encode  # noqa: F401
+            import hookkit._sinks.tracing.otlp_encode  # noqa: F401
 
         # The environment's resource (resource detectors scan entry points:
         # slow, and the same answer in every worker).
@@ -228,7 +228,7 @@ class Tracing:
         if set(self.config.exporters) <= {"otlp"}:
             # Exported only over OTLP, by hookkit's encoder: hookkit's own
             # span can skip the SDK's per-span machinery (see _spans).
-            from hookkit._spans import ServerSpans
+            from hookkit._sinks.tracing.spans import ServerSpans
 
             self._server_spans = ServerSpans(provider, processors, __version__)
         return provider
@@ -477,7 +477,7 @@ def _installed(provider: object) -> bool:
 
 def _make_exporter(name: str) -> SpanExporter:
     if name == "otlp":
-        from hookkit._otlp_encode import FastOTLPSpanExporter
+        from hookkit._sinks.tracing.otlp_encode import FastOTLPSpanExporter
 
         return FastOTLPSpanExporter()
     if name == "otlp_grpc":

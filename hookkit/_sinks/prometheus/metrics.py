@@ -20,10 +20,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from hookkit import _events as ev
-from hookkit import _http_semconv
-from hookkit._events import Event
-from hookkit._exits import REASONS
+from hookkit._core import events as ev
+from hookkit._core import http as _http_semconv
+from hookkit._core.events import Event
+from hookkit._core.exits import REASONS
 
 # OpenTelemetry's recommended buckets for http.server.request.duration.
 OTEL_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)

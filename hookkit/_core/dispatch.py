@@ -13,8 +13,8 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from hookkit._events import Event, Sink
-from hookkit._stderr import stderr
+from hookkit._core.events import Event, Sink
+from hookkit._core.stderr import stderr
 
 ERROR_REPORT_INTERVAL = 60.0
 

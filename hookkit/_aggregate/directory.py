@@ -27,7 +27,7 @@ from collections.abc import Callable
 from prometheus_client import values
 from prometheus_client.multiprocess import mark_process_dead
 
-from hookkit._settings import ConfigError
+from hookkit._core.settings import ConfigError
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # Passed to a re-executed master (USR2) so it knows the directory is hookkit's

@@ -21,14 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from hookkit._http_semconv import (
+from hookkit._core.http import (
     DEFAULT_SENSITIVE_QUERY,
     AnyPattern,
     HeaderCapture,
     QueryRedactor,
     parse_list,
 )
-from hookkit._settings import ConfigError, Settings
+from hookkit._core.settings import ConfigError, Settings
 
 CAPTURE_REQUEST = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"
 CAPTURE_RESPONSE = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE"

@@ -38,7 +38,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from hookkit._webconfig import WebConfig
+from hookkit._master_http.webconfig import WebConfig
 
 ENV_FD = "_HOOKKIT_METRICS_FD"
 # A connection that sends nothing is closed after this long.

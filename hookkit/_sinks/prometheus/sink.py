@@ -17,10 +17,8 @@ from typing import Any
 import gunicorn
 from prometheus_client import CollectorRegistry
 
-from hookkit._collect import FileCollector, MasterCollector
-from hookkit._endpoint import MetricsEndpoint
-from hookkit._metrics import Metrics, MetricsSink
-from hookkit._metrics_dir import (
+from hookkit._aggregate.collect import FileCollector, MasterCollector
+from hookkit._aggregate.directory import (
     ENV_DIR,
     ENV_PRIVATE,
     MetricsDir,
@@ -30,9 +28,11 @@ from hookkit._metrics_dir import (
     slot_identity,
     use_slot_identities,
 )
-from hookkit._settings import Settings, split_host_port
+from hookkit._core.settings import Settings, split_host_port
+from hookkit._master_http.server import MetricsEndpoint
+from hookkit._master_http.webconfig import load_web_config
+from hookkit._sinks.prometheus.metrics import Metrics, MetricsSink
 from hookkit._version import __version__
-from hookkit._webconfig import load_web_config
 
 
 class Prometheus:

@@ -23,8 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from hookkit._hooks import CORE_HOOKS, DIRTY_HOOKS, HOOKS_BY_NAME
-from hookkit._server import Gunicorn, LogLine, free_port, http_get, match, pid_alive, wait_gone
+from hookkit._core.hooks import CORE_HOOKS, DIRTY_HOOKS, HOOKS_BY_NAME
+from hookkit._face.gunicorn_process import (
+    Gunicorn,
+    LogLine,
+    free_port,
+    http_get,
+    match,
+    pid_alive,
+    wait_gone,
+)
 
 TIMEOUT = 2  # gunicorn's worker timeout in the tour: the hung request is aborted after it
 MAX_REQUESTS = 15

@@ -22,12 +22,13 @@ from typing import Any, TypeVar
 
 import gunicorn
 
-from hookkit import _events as ev
-from hookkit import _logging, _stderr, processors
-from hookkit._asgi import calls_request_hooks, wrap_worker_app
-from hookkit._dispatch import Dispatcher
-from hookkit._events import Event, Level, Sink
-from hookkit._exits import (
+from hookkit import processors
+from hookkit._core import events as ev
+from hookkit._core import stderr as _stderr
+from hookkit._core.asgi import calls_request_hooks, wrap_worker_app
+from hookkit._core.dispatch import Dispatcher
+from hookkit._core.events import Event, Level, Sink
+from hookkit._core.exits import (
     APP_LOAD_ERROR,
     EXIT_ABORTED,
     EXIT_APP_LOAD_ERROR,
@@ -42,15 +43,16 @@ from hookkit._exits import (
     WorkerRecord,
     classify,
 )
-from hookkit._frameworks import watch_flask_routes
-from hookkit._http_semconv import DEFAULT_SENSITIVE_QUERY, QueryRedactor, parse_list
-from hookkit._metrics import route_from_environ
-from hookkit._prometheus import Prometheus
-from hookkit._requests import InFlight, RequestOutcome, RequestScope
-from hookkit._settings import ConfigError, Settings
-from hookkit._stacks import Watchdog, interrupted_stack, thread_stacks
-from hookkit._tracing import Tracing, span_ids, worker_identity
-from hookkit._tracing_config import TracingConfig
+from hookkit._core.http import DEFAULT_SENSITIVE_QUERY, QueryRedactor, parse_list
+from hookkit._core.requests import InFlight, RequestOutcome, RequestScope
+from hookkit._core.routes import watch_flask_routes
+from hookkit._core.settings import ConfigError, Settings
+from hookkit._core.stacks import Watchdog, interrupted_stack, thread_stacks
+from hookkit._sinks.logs import pipeline as _logging
+from hookkit._sinks.prometheus.metrics import route_from_environ
+from hookkit._sinks.prometheus.sink import Prometheus
+from hookkit._sinks.tracing.config import TracingConfig
+from hookkit._sinks.tracing.sink import Tracing, span_ids, worker_identity
 from hookkit._version import __version__
 
 F = TypeVar("F", bound=Callable[..., None])

@@ -7,12 +7,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from hookkit._dropin import CONFIG_FILE_TEXT, read_user_config, user_config_path
-from hookkit._metrics_dir import ENV_DIR, check_named_directory
-from hookkit._settings import ConfigError, Settings
-from hookkit._tracing_config import TracingConfig
+from hookkit._aggregate.directory import ENV_DIR, check_named_directory
+from hookkit._core.settings import ConfigError, Settings
+from hookkit._dropin.load import CONFIG_FILE_TEXT, read_user_config, user_config_path
+from hookkit._master_http.webconfig import load_web_config
+from hookkit._sinks.tracing.config import TracingConfig
 from hookkit._version import __version__
-from hookkit._webconfig import load_web_config
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -56,7 +56,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the reference server tour."""
-    from hookkit._demo import main as demo_main
+    from hookkit._face.demo import main as demo_main
 
     return demo_main(json_output=args.json, dirty=args.dirty)
 

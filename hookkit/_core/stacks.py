@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from types import FrameType
 
-from hookkit._requests import InFlight, RequestScope
+from hookkit._core.requests import InFlight, RequestScope
 
 
 def thread_stacks() -> dict[str, str]:

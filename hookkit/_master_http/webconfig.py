@@ -64,7 +64,7 @@ from typing import Any
 import bcrypt
 import yaml
 
-from hookkit._settings import ConfigError
+from hookkit._core.settings import ConfigError
 
 SETTING = "HOOKKIT_METRICS_WEB_CONFIG"
 
