@@ -27,13 +27,17 @@ from typing import Any
 from gunicorn import glogging
 from gunicorn.instrument.statsd import Statsd
 
-from hookkit._core.runtime import RUNTIME
-from hookkit._core.stderr import NonBlockingStderrHandler, is_stderr_stream_handler
+from hookkit._core.runtime import RUNTIME as _RUNTIME
+from hookkit._core.stderr import NonBlockingStderrHandler as _NonBlockingStderrHandler
+from hookkit._core.stderr import is_stderr_stream_handler as _is_stderr_stream_handler
 from hookkit._sinks.logs import pipeline as _logging
 
 
 class Logger(glogging.Logger):  # type: ignore[misc]
     """gunicorn's logger, rendering through hookkit's pipeline."""
+
+    # How hookkit's master_starting tells its logger class from another.
+    hookkit_logger = True
 
     def __new__(cls, cfg: Any) -> Logger:
         if cls is Logger and getattr(cfg, "statsd_host", None) is not None:
@@ -51,7 +55,7 @@ class Logger(glogging.Logger):  # type: ignore[misc]
             or (cfg.syslog and not cfg.disable_redirect_access_to_syslog)
         )
         self._access_log_enabled = True
-        settings = RUNTIME.settings
+        settings = _RUNTIME.settings
         if cfg.logconfig or cfg.logconfig_dict or getattr(cfg, "logconfig_json", None):
             # The user's logging configuration owns gunicorn's handlers.
             _logging.ensure_stderr_handler(settings)
@@ -75,19 +79,19 @@ class Logger(glogging.Logger):  # type: ignore[misc]
     def exception(self, msg: Any, *args: Any, **kwargs: Any) -> None:
         """gunicorn logs a request's error here: note it for the access event
         (the ASGI worker catches the app's exception before post_request)."""
-        RUNTIME.note_request_error(sys.exc_info()[1])
+        _RUNTIME.note_request_error(sys.exc_info()[1])
         super().exception(msg, *args, **kwargs)
 
     def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
-        _logging.note_reap_line(msg, args)
+        _RUNTIME.note_reap_line(msg, args)
         super().info(msg, *args, **kwargs)
 
     def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
-        _logging.note_reap_line(msg, args)
+        _RUNTIME.note_reap_line(msg, args)
         super().warning(msg, *args, **kwargs)
 
     def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
-        _logging.note_reap_line(msg, args)
+        _RUNTIME.note_reap_line(msg, args)
         super().error(msg, *args, **kwargs)
 
 
@@ -96,8 +100,8 @@ def _never_block_on_stderr(log: logging.Logger) -> None:
     becomes hookkit's non-blocking stderr handler, so neither the master nor
     a worker waits on a reader that stopped reading (see hookkit._core.stderr)."""
     for handler in list(log.handlers):
-        if is_stderr_stream_handler(handler):
-            replacement = NonBlockingStderrHandler(handler.level)
+        if _is_stderr_stream_handler(handler):
+            replacement = _NonBlockingStderrHandler(handler.level)
             replacement._gunicorn = True  # type: ignore[attr-defined]  # gunicorn's reload removes it
             log.removeHandler(handler)
             log.addHandler(replacement)

@@ -19,6 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from hookkit._core.runtime import RUNTIME as _RUNTIME
+from hookkit._dropin import configure_from_environment as _configure_from_environment
+
+_RUNTIME.configure_from_environment = _configure_from_environment
 
 
 def on_starting(server: Any) -> None:
@@ -68,12 +71,12 @@ def pre_exec(server: Any) -> None:
 
 def pre_request(worker: Any, req: Any) -> None:
     """Worker: just before the worker processes a request."""
-    _RUNTIME.pre_request(worker, req)
+    _RUNTIME.requests.pre_request(req)
 
 
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     """Worker: after the worker processed a request, whatever the outcome."""
-    _RUNTIME.post_request(worker, req, environ, resp)
+    _RUNTIME.requests.post_request(req, environ, resp)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -11,7 +11,12 @@ spirit of ``structlog.testing``.
 [('request_finished', 200)]
 
 The stand-ins carry only the attributes hookkit and typical hooks read
-(gunicorn's real objects have many more); pass your own values as keywords.
+(gunicorn's real objects have many more; ``hookkit._core.gunicorn_types``
+names them, and mypy checks the stand-ins against it); pass your own values
+as keywords.
+
+``reset()`` puts back what hookkit changed in the process, for tests that
+run hooks one after another.
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from hookkit._core import gunicorn_types as _types
+from hookkit._core import identity as _identity
 from hookkit._core.events import Event as _Event
+from hookkit._core.resets import run_resets as _run_resets
 from hookkit._core.runtime import RUNTIME as _RUNTIME
 from hookkit._core.runtime import Runtime as _Runtime
+from hookkit._core.sink import Sink as _Sink
 
 
 @dataclass
@@ -38,6 +47,8 @@ class FakeConfig:
     worker_class_str: str = "sync"
     max_requests: int = 0
     proc_name: str = "gunicorn"
+    # The environment a re-executed master (SIGUSR2) starts from.
+    env_orig: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,6 +87,8 @@ class FakeArbiter:
     WORKERS: dict[int, Any] = field(default_factory=dict)
     worker_age: int = 0
     num_workers: int = 1
+    reexec_pid: int = 0  # the re-executed master's, after SIGUSR2
+    master_pid: int = 0  # the old master's, in a re-executed one
     stopped: bool = False
 
     def stop(self, graceful: bool = True) -> None:
@@ -124,10 +137,12 @@ class FakeResponse:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-class CapturingSink:
-    """A sink that keeps every event it is given, in order."""
+class CapturingSink(_Sink):
+    """A sink that keeps every event it is given, in order, the request
+    events included."""
 
     name = "capture"
+    request_events = True
 
     def __init__(self) -> None:
         self.events: list[_Event] = []
@@ -140,22 +155,48 @@ class CapturingSink:
 @contextmanager
 def capture_events(runtime: _Runtime = _RUNTIME) -> Iterator[list[_Event]]:
     """Capture the events hookkit's hooks emit inside the block, instead of
-    logging them (and without starting the metrics endpoint); the runtime's
-    sinks and settings are restored afterwards."""
+    handing them to the configured sinks (so nothing is logged, and no
+    metrics endpoint starts); the runtime's sinks and settings are restored
+    afterwards."""
     sink = CapturingSink()
-    saved = runtime.dispatcher.sinks, runtime.request_sinks()
+    saved = runtime.dispatcher.snapshot()
     was_configured, settings = runtime.configured, runtime.settings
     runtime.configured = True  # do not read the environment and add sinks
-    # No /metrics endpoint and no multiprocess directory in a unit test.
-    runtime.settings = settings.replace(metrics=False)
-    runtime.dispatcher.sinks = (sink,)
-    runtime.set_request_sinks(None, None, (sink,))
+    runtime.dispatcher.set_sinks((sink,))
     try:
         yield sink.events
     finally:
-        runtime.dispatcher.sinks = saved[0]
-        runtime.set_request_sinks(*saved[1])
+        runtime.dispatcher.restore(saved)
         runtime.configured, runtime.settings = was_configured, settings
+
+
+def reset(runtime: _Runtime = _RUNTIME) -> None:
+    """Restore what hookkit changed in this process: the runtime's state
+    (settings, sinks, master and worker books, requests in flight), the
+    worker identity, Python's ``logging.lastResort``, the ``hookkit``
+    logger's handlers and ``propagate``, prometheus_client's value class,
+    the stderr drop callback, the query redactor, and the sinks hookkit
+    made.
+
+    It cannot undo: callbacks registered with ``os.register_at_fork``
+    (hookkit's are idempotent instead), the global OpenTelemetry tracer
+    provider (the API sets it once per process), and signal handlers
+    installed in a worker.
+    """
+    fallback = runtime.configure_from_environment
+    runtime.__init__()  # type: ignore[misc]
+    runtime.configure_from_environment = fallback
+    _identity.clear_worker()
+    _run_resets()
+
+
+def _stand_ins_match_gunicorn() -> None:
+    """mypy: the stand-ins have what hookkit reads of gunicorn's objects."""
+    _a: _types.Arbiter = FakeArbiter()
+    _w: _types.Worker = FakeWorker()
+    _r: _types.Request = FakeRequest()
+    _s: _types.Response = FakeResponse()
+    _c: _types.Config = FakeConfig()
 
 
 __all__ = [
@@ -167,4 +208,5 @@ __all__ = [
     "FakeResponse",
     "FakeWorker",
     "capture_events",
+    "reset",
 ]

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from hookkit import processors
-from hookkit._core.runtime import RUNTIME
+import hookkit.hooks  # noqa: F401 - the runtime's fallback configuration, as users get it
 from hookkit._face.gunicorn_process import Gunicorn, free_port, match
-from hookkit._sinks.logs import pipeline as _logging
+from hookkit.testing import reset
 
 TESTS = Path(__file__).parent
 
@@ -25,13 +24,9 @@ TESTS = Path(__file__).parent
 @pytest.fixture(autouse=True)
 def fresh_runtime() -> Iterator[None]:
     """hookkit's per-process state starts empty in every test."""
-    RUNTIME.__init__()  # type: ignore[misc]
-    processors.clear_worker_identity()
-    _logging.set_exit_status_listener(None)
+    reset()
     yield
-    RUNTIME.__init__()  # type: ignore[misc]
-    processors.clear_worker_identity()
-    _logging.set_exit_status_listener(None)
+    reset()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -112,3 +107,13 @@ def serve(tmp_path: Path) -> Iterator[ServeFactory]:
 def python() -> str:
     """The interpreter running the tests (and gunicorn)."""
     return sys.executable
+
+
+# By far the longest tests (minutes: a thousand worker recycles), run first:
+# under pytest-xdist (make pytest) one started late would hold up the end of
+# the run alone.
+LONGEST = ("tests/test_metrics_integration.py::test_recycling_keeps_counts_exact_and_the",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST))

@@ -28,8 +28,8 @@ SEVERITIES = {"critical", "warning", "info"}
 
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason=MISSING)
 
-# Every metric family hookkit exports, by type, as hookkit/_metrics.py and
-# hookkit/_collect.py name them (cross-checked below).
+# Every metric family hookkit exports, by type, as hookkit/_sinks/prometheus/metrics.py and
+# hookkit/_aggregate/collect.py name them (cross-checked below).
 EXPORTED = {
     "http_server_request_duration_seconds": "histogram",
     "http_server_active_requests": "gauge",
@@ -149,6 +149,7 @@ def rule_tests() -> list[dict[str, Any]]:
 # -- promtool ----------------------------------------------------------------
 
 
+@pytest.mark.integration
 @needs_promtool
 def test_promtool_check_rules_with_every_lint():
     """``promtool check rules --lint=all --lint-fatal`` passes without a warning."""
@@ -167,6 +168,7 @@ def test_promtool_check_rules_with_every_lint():
     assert not re.search(r"warn|lint|duplicate", output, re.IGNORECASE), output
 
 
+@pytest.mark.integration
 @needs_promtool
 def test_promtool_unit_tests_pass():
     """``promtool test rules`` runs the unit tests, every one green."""
@@ -186,9 +188,10 @@ def test_promtool_unit_tests_pass():
 
 
 def test_exported_list_matches_the_source():
-    """The explicit list above is exactly what _metrics.py and _collect.py create."""
+    """The explicit list above is exactly what the Prometheus sink's metrics.py and the
+    aggregate's collect.py create."""
     found = {}
-    for module in ("_metrics.py", "_collect.py"):
+    for module in ("_sinks/prometheus/metrics.py", "_aggregate/collect.py"):
         for kind, name in _CONSTRUCTOR.findall((ROOT / "hookkit" / module).read_text()):
             found[name] = _TYPES[kind]
     assert EXPORTED == found

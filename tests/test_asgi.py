@@ -23,7 +23,7 @@ from opentelemetry import propagate
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanContext, SpanKind
 
 from hookkit._core import routes as _frameworks
 from hookkit._core.asgi import (
@@ -42,6 +42,8 @@ from hookkit._core.asgi import (
 from hookkit._core.events import Event
 from hookkit._core.requests import RequestScope
 from hookkit._core.runtime import RUNTIME
+from hookkit._core.settings import Settings
+from hookkit._sinks.tracing.sink import TracingSink
 from hookkit.testing import FakeRequest, FakeResponse, FakeWorker, capture_events
 
 # A caller's W3C trace context: trace id, parent span id, sampled.
@@ -176,6 +178,7 @@ def test_gunicorns_sync_and_thread_workers_call_the_request_hooks() -> None:
     assert expected == (calls_request_hooks(SyncWorker), calls_request_hooks(ThreadWorker))
 
 
+@pytest.mark.integration
 def test_gunicorns_gevent_worker_calls_the_request_hooks() -> None:
     """gunicorn's gevent worker calls them too. It is imported in a child
     interpreter: importing it loads ``gevent.monkey``, which changes how
@@ -832,11 +835,22 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     provider = TracerProvider(shutdown_on_exit=False)
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    RUNTIME.tracing.provider = provider
-    RUNTIME.tracing.tracer = provider.get_tracer("hookkit")
-    RUNTIME.tracing._propagator = propagate.get_global_textmap()
+    sink = TracingSink(Settings(), {})
+    sink.provider = provider
+    sink.tracer = provider.get_tracer("hookkit")
+    sink._propagator = propagate.get_global_textmap()
+    # Beside the sinks in place (capture_events'), first on request_started
+    # and last on request_finished, as the drop-in orders them.
+    others = RUNTIME.dispatcher.sinks
+    RUNTIME.dispatcher.set_sinks([*others, sink], [sink, *others], [*others, sink])
     yield memory
     provider.shutdown()
+
+
+def tracing_sink() -> TracingSink:
+    """The tracing sink the ``exporter`` fixture added to the runtime."""
+    (sink,) = [sink for sink in RUNTIME.dispatcher.sinks if isinstance(sink, TracingSink)]
+    return sink
 
 
 def traced_scope(path: str) -> Scope:
@@ -862,7 +876,7 @@ def test_fastapi_request_gets_one_server_span_named_from_its_route(
     from fastapi import FastAPI
     from opentelemetry import trace
 
-    provider = RUNTIME.tracing.provider
+    provider = tracing_sink().provider
     tracer = provider.get_tracer("tests.test_asgi")
     app = FastAPI(telemetry={"tracer_provider": provider, "metrics": False, "logs": False})
 
@@ -909,8 +923,8 @@ def test_fastapis_own_span_without_hookkits_is_left_alone(
     tracer), FastAPI's own telemetry makes its SERVER span as usual."""
     from fastapi import FastAPI
 
-    provider = RUNTIME.tracing.provider
-    RUNTIME.tracing.tracer = None
+    provider = tracing_sink().provider
+    tracing_sink().tracer = None
     app = FastAPI(telemetry={"tracer_provider": provider, "metrics": False, "logs": False})
 
     @app.get("/items/{item_id}")
@@ -950,8 +964,8 @@ def test_fastapis_500_and_exception(events: list[Event], exporter: InMemorySpanE
 def test_defer_to_hookkit_span_only_when_there_is_one() -> None:
     """The scope key that turns FastAPI's own SERVER span off is set only
     for a request hookkit has a span for, and never overrides a value."""
-    with_span = RequestScope("GET", "/", 0.0, 0.0, 0, span=object())
-    without = RequestScope("GET", "/", 0.0, 0.0, 0)
+    with_span = RequestScope("GET", "/", 0.0, 0, ids=SpanContext(1, 2, is_remote=False))
+    without = RequestScope("GET", "/", 0.0, 0)
     scopes: list[Scope] = [{}, {}, {"fastapi.telemetry": "upstream"}]
     _defer_to_hookkit_span(with_span, scopes[0])
     _defer_to_hookkit_span(without, scopes[1])

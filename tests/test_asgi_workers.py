@@ -24,6 +24,8 @@ from tests.scrape import samples, scrape_text, total
 from tests.test_tracing_worker_classes import websocket_echo
 from tests.traced import request, server_spans, start_traced, traceparent
 
+pytestmark = pytest.mark.integration
+
 APP = "apps.fastapi_app:app"
 COUNT = "http_server_request_duration_seconds_count"
 ACTIVE = "http_server_active_requests"

@@ -15,6 +15,8 @@ from hookkit import chain
 from hookkit._core.hooks import HOOKS, HookSpec
 from hookkit.testing import FakeRequest, FakeResponse, FakeWorker, capture_events
 
+pytestmark = pytest.mark.compat
+
 
 def recorder(calls: list[tuple[str, tuple[Any, ...]]], label: str, params: str) -> Any:
     """A user hook taking ``params`` that records its calls under ``label``."""

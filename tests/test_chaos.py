@@ -51,6 +51,8 @@ from hookkit._core.exits import REASONS
 from hookkit._face.gunicorn_process import match, pid_alive
 from tests.scrape import samples, scrape_text, total
 
+pytestmark = pytest.mark.integration
+
 APP = "apps.metrics_app:app"
 COUNT = "http_server_request_duration_seconds_count"
 SECONDS = float(os.environ.get("CHAOS_SECONDS") or 25)

@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import clean_env
+
+pytestmark = pytest.mark.integration
 
 
 def hookkit(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -55,6 +59,20 @@ def test_check_prints_effective_settings(tmp_path):
         rows["HOOKKIT_SLOW_REQUEST_SECONDS"],
     )
     assert str(tmp_path / "gunicorn.conf.py") in done.stdout
+
+
+def test_check_lists_the_sinks(tmp_path):
+    """`hookkit check` lists the sinks a start would use: hookkit's own the
+    settings turn on, then those the user's config registers."""
+    (tmp_path / "gunicorn.conf.py").write_text(
+        "import hookkit\n"
+        "class Mine(hookkit.Sink):\n"
+        "    name = 'mine'\n"
+        "hookkit.configure(sinks=[Mine()])\n"
+    )
+    done = hookkit("check", cwd=tmp_path, HOOKKIT_METRICS="off")
+    assert 0 == done.returncode, done.stderr
+    assert "sinks: logs, tracing, mine" in done.stdout.splitlines()
 
 
 def test_check_fails_on_a_bad_value(tmp_path):

@@ -35,6 +35,8 @@ from hookkit._face.gunicorn_process import Gunicorn
 from hookkit._sinks.tracing.config import TracingConfig
 from tests.conftest import ServeFactory, clean_env
 
+pytestmark = pytest.mark.integration
+
 APP = "apps.wsgi:app"
 # How long a refused start may take; each takes well under a second here.
 BOUND = 20.0
@@ -62,7 +64,7 @@ REFUSED: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # Settings for which no value stops start-up, and why.
 ACCEPTS_ANYTHING = {
-    "tracing_redact_query": "any comma-separated names: each is only compared with "
+    "redact_query": "any comma-separated names: each is only compared with "
     "query parameter names, so no value is wrong",
 }
 # Settings whose message does not carry "(accepted: ...)" (see REFUSED).

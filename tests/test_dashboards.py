@@ -406,6 +406,7 @@ def test_the_checker_catches(expr, problem):
 # -- the exported names, from a real gunicorn -------------------------------------
 
 
+@pytest.mark.integration
 def test_exported_names_match_a_real_scrape(serve):
     """After a SIGKILLed worker, a reload and requests (one with a body,
     one in flight at the scrape), the scrape has exactly EXPORTED (the test

@@ -27,7 +27,10 @@ DASHBOARDS = Path(__file__).parent.parent / "dashboards"
 RULES = DASHBOARDS / "hookkit-alerts.rules.yml"
 APP = "apps.metrics_app:app"
 
-pytestmark = pytest.mark.skipif(not (PROMETHEUS and PROMTOOL), reason=MISSING)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (PROMETHEUS and PROMTOOL), reason=MISSING),
+]
 
 # What Grafana puts in place of the variables: "All" for job and instance
 # (the dashboards' allValue), and $__rate_interval for a 1 s scrape interval

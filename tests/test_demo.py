@@ -6,8 +6,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from hookkit import CORE_HOOKS, DIRTY_HOOKS
 from tests.conftest import clean_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
 
 
 def run_demo(*args: str) -> tuple[int, dict]:

@@ -18,6 +18,8 @@ import pytest
 
 from hookkit._face.gunicorn_process import http_get, match
 
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
+
 USER_CONFIG = """\
 import os, sys
 workers = {workers}

@@ -44,6 +44,8 @@ from tests.conftest import ServeFactory, clean_env, no_control_socket
 from tests.test_prometheus_server import PASSWORD, USER, basic, make_pki, web_config_yaml
 from tests.test_webconfig import hashed
 
+pytestmark = pytest.mark.integration
+
 APP = "apps.metrics_app:app"
 # What a scrape, a request to the app, and a worker's boot after TTIN may take.
 SCRAPE_BOUND = 2.0

@@ -5,7 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from hookkit._face.gunicorn_process import http_get, match
+
+pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -154,6 +154,7 @@ def promtool_check_config(path: Path) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(PROMTOOL is None, reason=MISSING)
 def test_promtool_checks_prometheus_yml():
     """``promtool check config examples/prometheus.yml`` passes, rules included."""
@@ -162,6 +163,7 @@ def test_promtool_checks_prometheus_yml():
     assert "SUCCESS: 1 rule files found" in output
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(PROMTOOL is None, reason=MISSING)
 def test_promtool_checks_the_annotations_config():
     """``promtool check config`` passes on the pod-annotations config (skipped

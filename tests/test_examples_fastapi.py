@@ -13,10 +13,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.otlp import OtlpReceiver, Span
 from tests.scrape import scrape_text, total
 from tests.test_examples_tracing import assert_item_spans, only, settled, start_example
 from tests.traced import request, traceparent
+
+pytestmark = pytest.mark.integration
 
 EXAMPLE = "fastapi_uvicorn"
 WORKER = ("-k", "uvicorn_worker.UvicornWorker")

@@ -19,10 +19,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hookkit._face.gunicorn_process import Gunicorn, match
 from tests.otlp import OtlpReceiver, Span
 from tests.scrape import scrape_text, total
 from tests.traced import export_env, request, traceparent
+
+pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 FLASK_SCOPE = "opentelemetry.instrumentation.flask"

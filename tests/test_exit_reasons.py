@@ -17,6 +17,8 @@ import pytest
 
 from hookkit._face.gunicorn_process import http_get, match
 
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
+
 
 def exited(server, **expected):
     return server.events(match(event="worker_exited", **expected))

@@ -28,6 +28,8 @@ from hookkit._core.exits import (
     signal_name,
 )
 
+pytestmark = pytest.mark.compat
+
 SIGKILL, SIGTERM, SIGQUIT = int(signal.SIGKILL), int(signal.SIGTERM), int(signal.SIGQUIT)
 
 

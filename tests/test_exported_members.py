@@ -27,13 +27,22 @@ import types
 import pytest
 
 import hookkit
+import hookkit.dropin
+import hookkit.glogging
 import hookkit.hooks
 import hookkit.processors
 import hookkit.testing
 
 INCLUDED_PRIVATE_MEMBERS = {"__version__"}
 
-PUBLIC_MODULES = [hookkit, hookkit.hooks, hookkit.testing, hookkit.processors]
+PUBLIC_MODULES = [
+    hookkit,
+    hookkit.hooks,
+    hookkit.testing,
+    hookkit.processors,
+    hookkit.glogging,
+    hookkit.dropin,
+]
 
 
 def isort_style_key(name: str) -> tuple[int, list[tuple[int, int | str]]]:

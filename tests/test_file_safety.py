@@ -87,6 +87,7 @@ def start(serve: Any, directory: Path) -> Gunicorn:
     return server
 
 
+@pytest.mark.integration
 def test_a_world_writable_directory_is_used_with_one_warning(serve: Any, tmp_path: Path) -> None:
     """A named directory anyone can write to (mode 0777, as a Kubernetes
     emptyDir) is used, and one warning at start-up names it."""
@@ -101,6 +102,7 @@ def test_a_world_writable_directory_is_used_with_one_warning(serve: Any, tmp_pat
     assert any(name.endswith(".db") for name in os.listdir(shared))
 
 
+@pytest.mark.integration
 def test_a_directory_of_mode_0700_gets_no_warning(serve: Any, tmp_path: Path) -> None:
     """A named directory only its owner can write to: no warning."""
     own = tmp_path / "own"

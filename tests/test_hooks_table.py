@@ -14,6 +14,8 @@ import pytest
 import hookkit.hooks
 from hookkit._core.hooks import CORE_HOOKS, DIRTY_HOOKS, HOOKS, HOOKS_BY_NAME, HookSpec
 
+pytestmark = pytest.mark.compat
+
 # gunicorn's documentation, "Server Hooks" (docs/source/settings.rst), in order.
 GUNICORN_SERVER_HOOKS_DOC = (
     "on_starting",

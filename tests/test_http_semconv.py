@@ -15,6 +15,7 @@ from hookkit._core.http import (
     REDACTED,
     HeaderCapture,
     QueryRedactor,
+    content_length,
     method_attributes,
     parse_list,
     request_headers,
@@ -497,3 +498,27 @@ def test_patterns_with_global_flags_are_kept_apart() -> None:
     capture = HeaderCapture(("x-a", "(?i)X-B.*"))
     expected = {"p.x-a": ("1",), "p.x-bee": ("2",)}
     assert expected == capture.attributes("p.", [("X-A", "1"), ("X-Bee", "2"), ("X-C", "3")])
+
+
+@pytest.mark.parametrize(
+    ("environ", "headers", "expected"),
+    [
+        ({"wsgi.input": None, "CONTENT_LENGTH": "12"}, [], 12),
+        ({"wsgi.input": None, "CONTENT_LENGTH": " 12 "}, [], 12),
+        ({"wsgi.input": None, "CONTENT_LENGTH": ""}, [], None),
+        ({"wsgi.input": None, "CONTENT_LENGTH": "\u00b2"}, [], None),  # ² is a digit to isdigit
+        ({"wsgi.input": None, "CONTENT_LENGTH": "1\u00b2"}, [], None),
+        (None, [("CONTENT-LENGTH", "7")], 7),
+        (None, [(b"content-length", b"7")], 7),
+        (None, [("CONTENT-LENGTH", "\u00b2")], None),
+        (None, [("HOST", "x")], None),
+    ],
+)
+def test_content_length_takes_ascii_digits_only(
+    environ: dict[str, object] | None, headers: list[tuple[object, object]], expected: int | None
+) -> None:
+    """The request body's size from Content-Length, in the environ or the
+    request's headers; ``Content-Length: ²`` (a digit to ``str.isdigit``,
+    which ``int`` refuses) is no length, and never an exception."""
+    req = FakeRequest(headers=headers)  # type: ignore[arg-type]
+    assert expected == content_length(req, environ)

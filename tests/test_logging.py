@@ -1,6 +1,6 @@
-"""hookkit._sinks.logs.pipeline: events as one JSON line each, gunicorn's own records
-through the same formatter, and the worker exit statuses read from
-gunicorn's reap lines."""
+"""The log sink and its pipeline (``hookkit._sinks.logs``): events as one JSON
+line each, gunicorn's own records through the same formatter; and the
+worker exit statuses read from gunicorn's reap lines (``hookkit._core``)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,15 @@ from typing import Any
 import pytest
 
 from hookkit._core.events import Event
+from hookkit._core.exits import parse_reap_line
+from hookkit._core.master import MasterBook
 from hookkit._core.settings import Settings
+from hookkit._core.sink import RequestFinished, RequestStarted
 from hookkit._core.stderr import NonBlockingStderrHandler
 from hookkit._sinks.logs import pipeline as _logging
+from hookkit._sinks.logs.sink import LogSink
+
+pytestmark = pytest.mark.compat
 
 
 class Captured:
@@ -68,12 +74,30 @@ def event(name: str, level: Any = "info", **fields: object) -> Event:
     return Event(name, "post_worker_init", level, fields, os.getpid())
 
 
+def finished(
+    *,
+    method: str = "GET",
+    path: str = "/",
+    status: int | None = 200,
+    duration_seconds: float = 0.0,
+    response_bytes: int | None = None,
+    request_bytes: int | None = None,
+    route: str | None = None,
+    error_type: str | None = None,
+) -> RequestFinished:
+    """A request the log sink is told finished (its access line's fields)."""
+    return RequestFinished(
+        0, method, path, route, status, duration_seconds, request_bytes, response_bytes,
+        error_type, None, None, {}, None,
+    )  # fmt: skip
+
+
 # -- LogSink -----------------------------------------------------------------
 
 
 def test_one_json_line_per_event(captured: Captured) -> None:
     """Each event is one line of JSON, ending in a newline."""
-    sink = _logging.LogSink(Settings())
+    sink = LogSink(Settings())
 
     sink.handle(event("worker_booted", worker_class="SyncWorker"))
     sink.handle(event("worker_exiting", exit_code=0))
@@ -89,7 +113,7 @@ def test_line_opens_with_event_and_has_the_standard_fields(captured: Captured) -
     ``timestamp``, the ``pid`` and the event's fields."""
     before = datetime.now(timezone.utc)
 
-    _logging.LogSink(Settings()).handle(event("worker_booted", worker_class="SyncWorker"))
+    LogSink(Settings()).handle(event("worker_booted", worker_class="SyncWorker"))
 
     [line] = captured.lines()
     expected = ("event", "worker_booted", "post_worker_init", "info", os.getpid(), "SyncWorker")
@@ -109,7 +133,7 @@ def test_line_opens_with_event_and_has_the_standard_fields(captured: Captured) -
 
 def test_the_level_is_the_events(captured: Captured) -> None:
     """An event's level is the line's level."""
-    sink = _logging.LogSink(Settings())
+    sink = LogSink(Settings())
 
     for level in ("info", "warning", "error", "critical"):
         sink.handle(event(f"at_{level}", level))
@@ -121,11 +145,11 @@ def test_the_level_is_the_events(captured: Captured) -> None:
 
 def test_worker_fields_inside_a_worker(captured: Captured) -> None:
     """In a worker where hookkit's post_fork ran, lines carry worker_pid and worker_age."""
-    from hookkit.processors import set_worker_identity
+    from hookkit._core.identity import set_worker
 
-    set_worker_identity(os.getpid(), 3)
+    set_worker(os.getpid(), 3)
 
-    _logging.LogSink(Settings()).handle(event("worker_booted"))
+    LogSink(Settings()).handle(event("worker_booted"))
 
     [line] = captured.lines()
     expected = (os.getpid(), 3)
@@ -135,11 +159,11 @@ def test_worker_fields_inside_a_worker(captured: Captured) -> None:
 def test_request_finished_only_with_the_access_log(captured: Captured) -> None:
     """``request_finished`` (the access line) is written only when
     ``access_log`` is on; other events are written either way."""
-    finished = event("request_finished", method="GET", path="/", status=200)
+    request = finished(method="GET", path="/", status=200)
 
-    _logging.LogSink(Settings(access_log=False)).handle(finished)
-    _logging.LogSink(Settings(access_log=False)).handle(event("worker_booted"))
-    _logging.LogSink(Settings(access_log=True)).handle(finished)
+    LogSink(Settings(access_log=False)).request_finished(request)
+    LogSink(Settings(access_log=False)).handle(event("worker_booted"))
+    LogSink(Settings(access_log=True)).request_finished(request)
 
     expected = [("worker_booted", None), ("request_finished", 200)]
     assert expected == [(x["event"], x.get("status")) for x in captured.lines()]
@@ -162,10 +186,9 @@ def test_the_access_line_is_rendered_as_every_other_line(captured: Captured) -> 
         "route": "/a/{id}",
         "error_type": None,
     }
-    finished = Event("request_finished", "post_request", "info", fields, os.getpid())
-    sink = _logging.LogSink(Settings(access_log=True))
+    sink = LogSink(Settings(access_log=True))
     with TracerProvider().get_tracer("t").start_as_current_span("request"):
-        sink.handle(finished)  # hookkit's rendering
+        sink.request_finished(finished(**fields))  # type: ignore[arg-type]  # hookkit's rendering
         sink._log.info("request_finished", hook="post_request", **fields)  # structlog's
     fast, chain = captured.lines()
     assert list(chain) == list(fast)
@@ -174,10 +197,11 @@ def test_the_access_line_is_rendered_as_every_other_line(captured: Captured) -> 
 
 def test_debug_events_follow_the_level() -> None:
     """``request_started`` is a debug line: left out at INFO, written at DEBUG."""
+    started = RequestStarted(0, "GET", "/", None)
     at_info = use_handler(level=logging.INFO)
-    _logging.LogSink(Settings()).handle(event("request_started", "debug", path="/"))
+    LogSink(Settings()).request_started(started)
     at_debug = use_handler(level=logging.DEBUG)
-    _logging.LogSink(Settings()).handle(event("request_started", "debug", path="/"))
+    LogSink(Settings()).request_started(started)
 
     expected = ("", ["request_started"])
     assert expected == (at_info.text, [x["event"] for x in at_debug.lines()])
@@ -198,7 +222,7 @@ def test_nasty_values_stay_one_valid_json_line(captured: Captured) -> None:
     """Values with newlines, quotes, lone surrogates (undecodable bytes) or
     latin-1 text stay ONE line of valid JSON that encodes as strict UTF-8
     (stderr would fail on a lone surrogate), and come back unchanged."""
-    _logging.LogSink(Settings()).handle(event("request_slow", "warning", **NASTY_VALUES))
+    LogSink(Settings()).handle(event("request_slow", "warning", **NASTY_VALUES))
 
     text = captured.text
     text.encode("utf-8")  # strict: raises on a lone surrogate
@@ -254,7 +278,7 @@ def test_console_format_is_one_readable_line() -> None:
     """The console format writes the event and its fields on one line."""
     captured = use_handler("console")
 
-    _logging.LogSink(Settings()).handle(event("worker_booted", worker_class="SyncWorker"))
+    LogSink(Settings()).handle(event("worker_booted", worker_class="SyncWorker"))
 
     text = captured.text
     expected = 1
@@ -297,15 +321,24 @@ def test_ensure_stderr_handler_adds_one_only_when_there_is_none(
     assert "to stderr" in capsys.readouterr().err
 
 
-# -- note_reap_line ------------------------------------------------------------
+# -- reap lines ------------------------------------------------------------
+
+
+_seen: list[tuple[int, int | None, int | None]] = []
+
+
+def note_reap_line(msg: object, args: tuple[object, ...]) -> None:
+    """What the master does with each line gunicorn logs: the status, if any."""
+    status = parse_reap_line(msg, args)
+    if status is not None:
+        _seen.append(status)
 
 
 @pytest.fixture
 def statuses() -> list[tuple[int, int | None, int | None]]:
-    """The (pid, exit_code, signal) tuples the exit status listener receives."""
-    seen: list[tuple[int, int | None, int | None]] = []
-    _logging.set_exit_status_listener(lambda pid, code, sig: seen.append((pid, code, sig)))
-    return seen
+    """The (pid, exit_code, signal) tuples read from the lines."""
+    _seen.clear()
+    return _seen
 
 
 @pytest.mark.parametrize(
@@ -341,7 +374,7 @@ def test_reap_lines_give_the_exit_status(
     """``note_reap_line`` reads the pid and the exit code or signal from
     gunicorn's reap_workers lines, in gunicorn 27's style (arguments) and
     25/26's (pre-formatted)."""
-    _logging.note_reap_line(msg, args)
+    note_reap_line(msg, args)
 
     assert [expected] == statuses
 
@@ -354,8 +387,8 @@ def test_reap_lines_as_gunicorn_27_logs_them(
     msg = "Worker (pid:%s) was sent %s!"
     msg_args = [4321, "SIGKILL"]
     msg += " Perhaps out of memory?"
-    _logging.note_reap_line(msg, tuple(msg_args))
-    _logging.note_reap_line("Worker (pid:%s) exited with code %s.", (4322, 3))
+    note_reap_line(msg, tuple(msg_args))
+    note_reap_line("Worker (pid:%s) exited with code %s.", (4322, 3))
 
     expected = [(4321, None, int(signal.SIGKILL)), (4322, 3, None)]
     assert expected == statuses
@@ -373,7 +406,7 @@ def test_a_signal_without_a_name(
 ) -> None:
     """gunicorn names a signal without a name ``signal N`` (a real-time
     signal, say): its number is still the status."""
-    _logging.note_reap_line(msg, args)
+    note_reap_line(msg, args)
 
     expected = [(131, None, 40)]
     assert expected == statuses
@@ -396,19 +429,19 @@ def test_other_lines_are_ignored(
     msg: object, args: tuple[object, ...], statuses: list[tuple[int, int | None, int | None]]
 ) -> None:
     """Lines that are not a worker's reaped status are ignored, quietly."""
-    _logging.note_reap_line(msg, args)
+    note_reap_line(msg, args)
 
     expected: list[tuple[int, int | None, int | None]] = []
     assert expected == statuses
 
 
-def test_no_listener_no_work() -> None:
-    """Without a listener (not the master) a reap line is ignored."""
-    _logging.set_exit_status_listener(None)
+def test_no_master_no_work() -> None:
+    """Outside a master hookkit saw start (a worker), a reap line is ignored."""
+    book = MasterBook()
 
-    _logging.note_reap_line("Worker (pid:%s) exited with code %s.", (1, 3))  # does not raise
+    book.note_reap_line("Worker (pid:%s) exited with code %s.", (1, 3))  # does not raise
 
-    assert _logging._exit_status_listener is None
+    assert {} == book.exit_statuses
 
 
 def test_query_values_are_redacted_in_gunicorns_own_lines(captured: Captured) -> None:

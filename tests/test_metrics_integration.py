@@ -26,17 +26,20 @@ from hookkit._face.gunicorn_process import free_port, gunicorn_command, http_get
 from tests.conftest import clean_env
 from tests.scrape import samples, scrape_text, series, total
 
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
+
 APP = "apps.metrics_app:app"
 COUNT = "http_server_request_duration_seconds_count"
 
 
-def wait_count(server, expected: float, timeout: float = 10.0) -> str:
-    """Scrape until the request count reaches ``expected`` (post_request runs
-    after the client has its response); return the last scrape."""
+def wait_count(server, expected: float, timeout: float = 10.0, metric: str = COUNT) -> str:
+    """Scrape until the request count (or ``metric``) reaches ``expected``
+    (post_request runs after the client has its response); return the last
+    scrape."""
     deadline = time.monotonic() + timeout
     while True:
         text = scrape_text(server.metrics_port)
-        if total(text, COUNT) >= expected or time.monotonic() > deadline:
+        if total(text, metric) >= expected or time.monotonic() > deadline:
             return text
         time.sleep(0.05)
 
@@ -215,7 +218,9 @@ def test_lifecycle_metrics(serve):
     boot durations, capacity, heartbeat and memory per slot, build info."""
     server = serve(APP, "-w", "2", "-k", "gthread", "--threads", "3")
     server.wait_for(match(event="worker_booted"), count=2)
-    text = scrape_text(server.metrics_port)
+    # The worker_booted line can be out before the same event's boot duration
+    # is in the worker's metrics file (seen on a loaded machine): wait for both.
+    text = wait_count(server, 2, metric="gunicorn_worker_boot_duration_seconds_count")
     assert (2, 2, 6) == (
         total(text, "gunicorn_workers"),
         total(text, "gunicorn_workers_desired"),
@@ -237,7 +242,7 @@ def test_lifecycle_metrics(serve):
     assert total(scrape_text(server.metrics_port), "gunicorn_workers_cpu_seconds_total") >= 0.2
     server.signal(signal.SIGHUP)
     server.wait_for(match(event="worker_exited", reason="reload"), count=2)
-    text = scrape_text(server.metrics_port)
+    text = wait_count(server, 2, metric="gunicorn_worker_lifetime_seconds_count")
     assert 1 == total(text, "gunicorn_reloads_total")
     assert 2 == total(text, "gunicorn_worker_exits_total", reason="reload")
     assert 2 == total(text, "gunicorn_worker_lifetime_seconds_count")

@@ -27,6 +27,8 @@ import pytest
 from hookkit._face.gunicorn_process import Gunicorn, http_get, match
 from tests.scrape import samples, scrape_text, total
 
+pytestmark = pytest.mark.integration
+
 WSGI_APP = "apps.metrics_app:app"
 ASGI_APP = "apps.metrics_asgi:app"
 COUNT = "http_server_request_duration_seconds_count"

@@ -11,12 +11,11 @@ from typing import Any
 import structlog
 from structlog.testing import CapturingLogger, LogCapture
 
+from hookkit._core.identity import clear_worker, set_worker
 from hookkit.processors import (
     add_pid,
     add_timestamp,
     add_worker_info,
-    clear_worker_identity,
-    set_worker_identity,
 )
 
 
@@ -47,7 +46,7 @@ def test_add_worker_info_adds_nothing_outside_a_worker() -> None:
 def test_add_worker_info_in_the_worker() -> None:
     """After ``set_worker_identity`` in this process, ``worker_pid`` and
     ``worker_age`` (gunicorn's spawn counter) are added."""
-    set_worker_identity(os.getpid(), 4)
+    set_worker(os.getpid(), 4)
 
     expected = {"event": "hello", "worker_pid": os.getpid(), "worker_age": 4}
     assert expected == run(add_worker_info)
@@ -56,7 +55,7 @@ def test_add_worker_info_in_the_worker() -> None:
 def test_add_worker_info_only_in_the_workers_own_pid() -> None:
     """An identity recorded for another pid (inherited across a fork by a
     process that is not that worker) adds nothing."""
-    set_worker_identity(os.getpid() + 1, 4)
+    set_worker(os.getpid() + 1, 4)
 
     expected = {"event": "hello"}
     assert expected == run(add_worker_info)
@@ -64,16 +63,16 @@ def test_add_worker_info_only_in_the_workers_own_pid() -> None:
 
 def test_add_worker_info_keeps_bound_values() -> None:
     """Values the caller bound are kept."""
-    set_worker_identity(os.getpid(), 4)
+    set_worker(os.getpid(), 4)
 
     expected = {"event": "hello", "worker_pid": 7, "worker_age": 4}
     assert expected == run(add_worker_info, {"event": "hello", "worker_pid": 7})
 
 
-def test_clear_worker_identity() -> None:
+def test_clear_worker() -> None:
     """After ``clear_worker_identity`` nothing is added any more."""
-    set_worker_identity(os.getpid(), 4)
-    clear_worker_identity()
+    set_worker(os.getpid(), 4)
+    clear_worker()
 
     expected = {"event": "hello"}
     assert expected == run(add_worker_info)
@@ -107,7 +106,7 @@ def test_add_timestamp_is_iso_8601_utc_with_z() -> None:
 def test_processors_in_a_users_structlog_chain() -> None:
     """The processors work in a user's own structlog chain (no global
     structlog configuration needed or changed)."""
-    set_worker_identity(os.getpid(), 2)
+    set_worker(os.getpid(), 2)
     capture = LogCapture()
     config_before = structlog.get_config()
     log = structlog.wrap_logger(
@@ -134,7 +133,7 @@ def test_processors_in_a_users_structlog_chain() -> None:
 def test_processors_before_a_json_renderer() -> None:
     """A chain ending in structlog's JSONRenderer logs one JSON object
     carrying hookkit's fields."""
-    set_worker_identity(os.getpid(), 5)
+    set_worker(os.getpid(), 5)
     logger = CapturingLogger()
     log = structlog.wrap_logger(
         logger,
@@ -173,7 +172,7 @@ def test_processors_in_a_list_collecting_chain() -> None:
     log = structlog.wrap_logger(CapturingLogger(), processors=[add_pid, add_worker_info, collect])
 
     log.info("first")
-    set_worker_identity(os.getpid(), 1)
+    set_worker(os.getpid(), 1)
     log.info("second")
 
     expected = [

@@ -29,7 +29,10 @@ from tests.prom import (
     scrape_config,
 )
 
-pytestmark = pytest.mark.skipif(PROMETHEUS is None or PROMTOOL is None, reason=MISSING)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(PROMETHEUS is None or PROMTOOL is None, reason=MISSING),
+]
 
 GOOD = """\
 # HELP demo_requests_total Requests served.

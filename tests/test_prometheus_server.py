@@ -39,7 +39,10 @@ from tests.prom import MISSING, PROMETHEUS, PROMTOOL, PrometheusServer, promethe
 from tests.prom import promtool_check_metrics as promtool
 from tests.scrape import scrape_text, total
 
-pytestmark = pytest.mark.skipif(PROMETHEUS is None or PROMTOOL is None, reason=MISSING)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(PROMETHEUS is None or PROMTOOL is None, reason=MISSING),
+]
 
 APP = "apps.metrics_app:app"
 COUNT = "http_server_request_duration_seconds_count"

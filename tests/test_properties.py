@@ -43,6 +43,8 @@ from tests.otlp import OtlpReceiver, Span
 from tests.scrape import samples, scrape_text, series, total
 from tests.traced import ASGI_APP, WSGI_APP, export_env
 
+pytestmark = pytest.mark.integration
+
 COUNT = "http_server_request_duration_seconds_count"
 
 # The worker classes, each with the tracing test app it serves (both apps

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import pytest
 
@@ -344,7 +345,7 @@ def test_as_rows_of_the_defaults() -> None:
         ("HOOKKIT_MAX_ROUTES", "100"),
         ("HOOKKIT_TRACING", "on"),
         ("HOOKKIT_TRACING_EXCLUDED_URLS", "(none)"),
-        ("HOOKKIT_TRACING_REDACT_QUERY", "(defaults only)"),
+        ("HOOKKIT_REDACT_QUERY", "(defaults only)"),
         ("HOOKKIT_TRACING_FLUSH_SECONDS", "2.0"),
         ("HOOKKIT_GUNICORN_CONFIG", "(none)"),
     ]
@@ -364,7 +365,7 @@ def test_as_rows_of_set_values() -> None:
         max_routes=7,
         tracing=False,
         tracing_excluded_urls="/healthz,^/ready",
-        tracing_redact_query="state,nonce",
+        redact_query="state,nonce",
         tracing_flush_seconds=0.5,
         gunicorn_config="gunicorn.conf.py",
     )
@@ -380,7 +381,7 @@ def test_as_rows_of_set_values() -> None:
         ("HOOKKIT_MAX_ROUTES", "7"),
         ("HOOKKIT_TRACING", "off"),
         ("HOOKKIT_TRACING_EXCLUDED_URLS", "/healthz,^/ready"),
-        ("HOOKKIT_TRACING_REDACT_QUERY", "state,nonce"),
+        ("HOOKKIT_REDACT_QUERY", "state,nonce"),
         ("HOOKKIT_TRACING_FLUSH_SECONDS", "0.5"),
         ("HOOKKIT_GUNICORN_CONFIG", "gunicorn.conf.py"),
     ]
@@ -400,7 +401,7 @@ def test_as_rows_round_trips_through_the_environment() -> None:
         max_routes=7,
         tracing=False,
         tracing_excluded_urls="/healthz,^/ready",
-        tracing_redact_query="state,nonce",
+        redact_query="state,nonce",
         tracing_flush_seconds=0.5,
         gunicorn_config="gunicorn.conf.py",
     )
@@ -436,3 +437,27 @@ def test_max_routes_refuses_what_is_not_a_positive_whole_number(value) -> None:
     """HOOKKIT_MAX_ROUTES is a whole number, 1 or more."""
     with pytest.raises(ConfigError, match="HOOKKIT_MAX_ROUTES"):
         Settings.load({"HOOKKIT_MAX_ROUTES": value})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"environ": {"HOOKKIT_TRACING_REDACT_QUERY": "ssn"}, "config": {}},
+        {"environ": {}, "config": {"hookkit_tracing_redact_query": "ssn"}},
+    ],
+)
+def test_the_earlier_name_of_redact_query_still_works(source: dict[str, Any]) -> None:
+    """``HOOKKIT_TRACING_REDACT_QUERY`` (and its config-file name) sets
+    ``redact_query``, the name that says it governs logs too."""
+    assert "ssn" == Settings.load(**source).redact_query
+
+
+def test_the_new_name_of_redact_query_wins_over_the_earlier_one() -> None:
+    """Both set: ``HOOKKIT_REDACT_QUERY`` is used."""
+    environ = {"HOOKKIT_REDACT_QUERY": "new", "HOOKKIT_TRACING_REDACT_QUERY": "old"}
+    assert "new" == Settings.load(environ, {}).redact_query
+
+
+def test_replace_takes_the_earlier_name_too() -> None:
+    """``hookkit.configure(tracing_redact_query=...)`` keeps working."""
+    assert "ssn" == Settings().replace(tracing_redact_query="ssn").redact_query

@@ -3,7 +3,7 @@ nobody reads (a full pipe), a closed stderr, and the multiprocess directory
 removed while gunicorn runs. (The OTLP collector refusing, hanging or
 answering 500 is in ``test_tracing_failures``.)
 
-Each hello-world request must still complete well under a second; the
+Each hello-world request must still complete within a second (SLOW); the
 latency difference itself belongs in the benchmark. Real gunicorn, 127.0.0.1.
 """
 
@@ -31,6 +31,14 @@ from hookkit._face.gunicorn_process import (
 )
 from tests.conftest import clean_env, no_control_socket
 from tests.scrape import scrape_text, total
+
+pytestmark = pytest.mark.integration
+
+# A request behind a blocked write never completes (http_get gives up after
+# 5 s). Well under a second is usual; half a second was seen for the request
+# that meets a recycled worker on a loaded machine (make pytest runs the suite
+# in parallel), so the bound is a second.
+SLOW = 1.0
 
 
 def wait_serving(port: int, timeout: float = 20.0) -> None:
@@ -107,7 +115,7 @@ def test_a_stderr_nobody_reads_holds_up_nothing(
     proc, port, metrics_port = unread_gunicorn
     wait_serving(port)
     results = timed_requests(port, 400)
-    slow = [(status, seconds) for status, seconds in results if status != 200 or seconds >= 0.5]
+    slow = [(status, seconds) for status, seconds in results if status != 200 or seconds >= SLOW]
     assert [] == slow
     dropped = total(scrape_text(metrics_port), "hookkit_sink_errors_total", sink="logs")
     assert dropped > 0
@@ -163,7 +171,7 @@ def test_a_closed_stderr_holds_up_nothing(tmp_path: Path) -> None:
     try:
         wait_serving(port)
         results = timed_requests(port, 100)
-        assert [] == [(s, d) for s, d in results if s != 200 or d >= 0.5]
+        assert [] == [(s, d) for s, d in results if s != 200 or d >= SLOW]
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
     finally:
@@ -191,7 +199,7 @@ def test_the_multiprocess_directory_removed_mid_run(serve: Any, tmp_path: Path) 
     assert [] == [r for r in timed_requests(server.port, 20) if r[0] != 200]
     shutil.rmtree(directory)
     results = timed_requests(server.port, 120)
-    assert [] == [(s, d) for s, d in results if s != 200 or d >= 0.5]
+    assert [] == [(s, d) for s, d in results if s != 200 or d >= SLOW]
     assert 200 == http_get(server.metrics_port, "/metrics")[0]
     assert pid_alive(server.pid)
     server.wait_for(

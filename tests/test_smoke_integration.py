@@ -1,6 +1,10 @@
 """A first end-to-end check: the drop-in serves and logs JSON."""
 
+import pytest
+
 from hookkit._face.gunicorn_process import http_get, match
+
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
 
 
 def test_dropin_serves_and_logs_server_ready(serve):

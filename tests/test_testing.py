@@ -240,3 +240,47 @@ def test_worker_exit_in_the_master_reports_the_exit() -> None:
     assert [("worker_exit", 424242, 3)] == [
         (e.hook, e.fields["worker_pid"], e.fields["worker_age"]) for e in exits
     ]
+
+
+def test_reset_restores_what_hookkit_changed_in_the_process() -> None:
+    """After hookkit configured itself and started a master's metrics,
+    ``reset()`` restores Python's last-resort handler, the ``hookkit``
+    logger (no hookkit handler, propagating), prometheus_client's value
+    class, the stderr drop callback, the query redactor and the runtime."""
+    import logging
+
+    from prometheus_client import values
+
+    import hookkit
+    from hookkit._core import stderr
+    from hookkit._sinks.logs import pipeline
+
+    last_resort, value_class = logging.lastResort, values.ValueClass
+    logger = logging.getLogger("hookkit")
+    handlers = list(logger.handlers)
+    from hookkit._face.gunicorn_process import free_port
+
+    hookkit.configure(tracing=False, metrics_bind=f"127.0.0.1:{free_port()}", redact_query="ssn")
+    hookkit.hooks.on_starting(FakeArbiter(cfg=FakeConfig()))
+    changed = (
+        logging.lastResort is not last_resort,
+        values.ValueClass is not value_class,
+        stderr._on_drop is not None,
+        "ssn=REDACTED" == pipeline._redactor.redact("ssn=1"),
+        bool(RUNTIME.dispatcher.sinks),
+    )
+    hookkit.hooks.on_exit(FakeArbiter(cfg=FakeConfig()))
+
+    hookkit.testing.reset()
+
+    assert (True, True, True, True, True) == changed
+    assert (last_resort, value_class, None, "ssn=1", (), False, True, handlers) == (
+        logging.lastResort,
+        values.ValueClass,
+        stderr._on_drop,
+        pipeline._redactor.redact("ssn=1"),
+        RUNTIME.dispatcher.sinks,
+        RUNTIME.configured,
+        logger.propagate,
+        list(logger.handlers),
+    )

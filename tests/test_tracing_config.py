@@ -396,9 +396,18 @@ def test_a_bad_hookkit_excluded_url_regex_in_code_is_refused() -> None:
 # -- query redaction, header capture, flush ----------------------------------------
 
 
+def test_hookkit_redact_query_adds_to_the_defaults() -> None:
+    """``HOOKKIT_REDACT_QUERY`` names more parameters to redact; the defaults
+    still apply."""
+    config = load({"HOOKKIT_REDACT_QUERY": "ssn, pin"})
+
+    expected = "ssn=REDACTED&pin=REDACTED&token=REDACTED&page=2"
+    assert expected == config.redactor.redact("ssn=1&pin=2&token=3&page=2")
+
+
 def test_hookkit_tracing_redact_query_adds_to_the_defaults() -> None:
-    """``HOOKKIT_TRACING_REDACT_QUERY`` names more parameters to redact; the
-    defaults still apply."""
+    """``HOOKKIT_TRACING_REDACT_QUERY``, the earlier name of
+    ``HOOKKIT_REDACT_QUERY``, still works the same; the defaults still apply."""
     config = load({"HOOKKIT_TRACING_REDACT_QUERY": "ssn, pin"})
 
     expected = "ssn=REDACTED&pin=REDACTED&token=REDACTED&page=2"

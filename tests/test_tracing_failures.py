@@ -21,6 +21,8 @@ from tests.otlp import OtlpReceiver, refused_endpoint
 from tests.scrape import scrape_text, total
 from tests.traced import TRACE_ID, TRACEPARENT, request, server_spans, start_traced
 
+pytestmark = pytest.mark.integration
+
 
 def test_a_request_past_the_timeout_arrives_as_an_error_span_with_its_stack(
     serve: Any,

@@ -11,6 +11,8 @@ import signal
 import time
 from typing import Any
 
+import pytest
+
 from hookkit._face.gunicorn_process import Gunicorn, match
 from tests.otlp import OtlpReceiver, Span
 from tests.traced import (
@@ -21,6 +23,8 @@ from tests.traced import (
     server_spans,
     start_traced,
 )
+
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
 
 
 def ids(body: bytes) -> tuple[str, str]:

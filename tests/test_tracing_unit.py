@@ -21,11 +21,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from hookkit._core.requests import InFlight, RequestScope
+from hookkit._core.dispatch import Dispatcher
+from hookkit._core.request_path import RequestPath, span_fields
+from hookkit._core.requests import RequestScope
 from hookkit._core.settings import Settings
-from hookkit._sinks.prometheus.metrics import route_from_environ
-from hookkit._sinks.tracing.config import TracingConfig
-from hookkit._sinks.tracing.sink import Tracing
+from hookkit._sinks.tracing.sink import TracingSink
 from hookkit.processors import add_trace_context
 from hookkit.testing import FakeRequest, FakeResponse
 
@@ -51,18 +51,18 @@ class TracedRequest(FakeRequest):
 
 @dataclass
 class Harness:
-    """A ``Tracing`` on a provider of the test's own, and the requests in flight."""
+    """A ``TracingSink`` on a provider of the test's own, on hookkit's
+    request path."""
 
-    tracing: Tracing
+    tracing: TracingSink
     provider: TracerProvider
     exporter: InMemorySpanExporter
-    in_flight: InFlight
+    path: RequestPath
 
     def begin(self, req: object) -> RequestScope:
         """What hookkit's pre_request does."""
-        scope = self.in_flight.begin(req)
-        self.tracing.begin(scope, req)
-        return scope
+        self.path.pre_request(req)
+        return self.path.in_flight.scopes[id(req)]
 
     def end(
         self,
@@ -72,12 +72,33 @@ class Harness:
     ) -> RequestScope:
         """What hookkit's post_request does (``sys.exc_info()`` included)."""
         resp = FakeResponse("200 OK") if resp is None else resp
-        finished = self.in_flight.finish(req, resp)
-        assert finished is not None
-        scope, outcome = finished
-        environ = {} if environ is None else environ
-        self.tracing.end(scope, outcome, route_from_environ(environ), environ, resp)
+        scope = self.path.in_flight.scopes[id(req)]
+        self.path.post_request(req, {} if environ is None else environ, resp)
         return scope
+
+    def live_span(self, req: object) -> Any:
+        """The span the sink holds for ``req`` in flight (None: ended or none)."""
+        return self.tracing._spans.get(id(req), (None, None))[0]
+
+    def token(self, req: object) -> Any:
+        """The token of the context the sink attached for ``req``."""
+        return self.tracing._spans.get(id(req), (None, None))[1]
+
+    def abort(self, scopes: list[RequestScope], stack: Any, timeout: object) -> bool:
+        """What the sink does on ``worker_aborted`` for these requests."""
+        requests = [{"stack": stack(scope), **span_fields(scope)} for scope in scopes]
+        return self.tracing.abort({"timeout": timeout, "requests_in_flight": requests})
+
+    def slow(self, scope: RequestScope, stack: str | None, threshold: float) -> None:
+        """What the sink does on ``request_slow`` for this request."""
+        self.tracing.slow(
+            {
+                "elapsed_seconds": round(scope.elapsed(), 6),
+                "threshold_seconds": threshold,
+                "stack": stack,
+                **span_fields(scope),
+            }
+        )
 
     def spans(self) -> list[ReadableSpan]:
         """The spans ended so far."""
@@ -101,7 +122,7 @@ def empty_context() -> Iterator[None]:
 
 @pytest.fixture
 def make_harness() -> Iterator[Any]:
-    """``make_harness(environ, max_routes=100)``: a Tracing configured from
+    """``make_harness(environ, max_routes=100)``: a TracingSink configured from
     ``environ`` (as ``TracingConfig.load`` reads it), exporting to memory."""
     providers: list[TracerProvider] = []
 
@@ -111,12 +132,13 @@ def make_harness() -> Iterator[Any]:
         exporter = InMemorySpanExporter()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         providers.append(provider)
-        tracing = Tracing()
-        tracing.configure(TracingConfig.load(Settings.load(environ), environ), max_routes)
+        tracing = TracingSink(Settings.load(environ).replace(max_routes=max_routes), environ)
         tracing.provider = provider
         tracing.tracer = provider.get_tracer("hookkit")
         tracing._propagator = propagate.get_global_textmap()
-        return Harness(tracing, provider, exporter, InFlight())
+        dispatcher = Dispatcher()
+        dispatcher.set_sinks([tracing])
+        return Harness(tracing, provider, exporter, RequestPath(dispatcher))
 
     yield make
     for provider in providers:
@@ -289,8 +311,8 @@ def test_the_span_is_current_between_begin_and_end(harness: Harness) -> None:
     made with the same provider's tracer is its child; after end it is not."""
     req = TracedRequest()
 
-    scope = harness.begin(req)
-    server_span: Any = scope.span
+    harness.begin(req)
+    server_span: Any = harness.live_span(req)
     assert server_span is not None
     assert server_span.get_span_context().span_id == current_span_id()
     with harness.provider.get_tracer("app").start_as_current_span("app.work"):
@@ -510,8 +532,12 @@ def test_an_excluded_url_gets_no_span(make_harness: Any, environ: dict[str, str]
     excluded = TracedRequest("GET", "/healthz", headers=[("HOST", "shop.test")])
     kept = TracedRequest("GET", "/users", headers=[("HOST", "shop.test")])
 
-    scope = harness.begin(excluded)
-    assert (None, None, None) == (scope.span, scope.context_token, current_span_id())
+    harness.begin(excluded)
+    assert (None, None, None) == (
+        harness.live_span(excluded),
+        harness.token(excluded),
+        current_span_id(),
+    )
     harness.end(excluded)
     assert [] == harness.spans()
 
@@ -535,10 +561,10 @@ def test_abort_ends_the_span_as_a_timeout_once(
     scope = harness.begin(req)
     stack = 'File "app.py", line 7, in handler\n    time.sleep(60)'
 
-    flushed = harness.tracing.abort([scope], lambda aborted: stack, 30)
+    flushed = harness.abort([scope], lambda aborted: stack, 30)
 
     assert flushed
-    assert scope.span is None
+    assert harness.live_span(req) is None
     assert current_span_id() is not None  # still attached until post_request
     harness.end(req, FakeResponse("500 Internal Server Error"))
 
@@ -559,7 +585,7 @@ def test_abort_ends_the_span_as_a_timeout_once(
 
 def test_abort_with_nothing_in_flight_exports_nothing(harness: Harness) -> None:
     """No span in flight: nothing is ended, and abort reports success."""
-    assert harness.tracing.abort([], lambda scope: None, 30)
+    assert harness.abort([], lambda scope: None, 30)
     assert [] == harness.spans()
 
 
@@ -568,7 +594,7 @@ def test_abort_with_no_stack_gives_an_empty_stacktrace(harness: Harness) -> None
     req = TracedRequest()
     scope = harness.begin(req)
 
-    harness.tracing.abort([scope], lambda aborted: None, 30)
+    harness.abort([scope], lambda aborted: None, 30)
     harness.end(req)
 
     [event] = harness.span().events
@@ -581,7 +607,7 @@ def test_slow_adds_a_request_slow_event(harness: Harness) -> None:
     req = TracedRequest()
     scope = harness.begin(req)
 
-    harness.tracing.slow(scope, "File x, line 1", 1.5)
+    harness.slow(scope, "File x, line 1", 1.5)
     harness.end(req)
 
     span = harness.span()
@@ -601,7 +627,7 @@ def test_slow_without_a_span_does_nothing(make_harness: Any) -> None:
     req = TracedRequest("GET", "/healthz")
     scope = harness.begin(req)
 
-    harness.tracing.slow(scope, None, 1.0)
+    harness.slow(scope, None, 1.0)
     harness.end(req)
 
     assert [] == harness.spans()
@@ -644,9 +670,9 @@ def test_add_trace_context_while_a_span_is_current(harness: Harness) -> None:
     req = TracedRequest(headers=[("TRACEPARENT", TRACEPARENT)])
     before = add_trace_context(None, "info", {"event": "hello"})
 
-    scope = harness.begin(req)
+    harness.begin(req)
     inside = add_trace_context(None, "info", {"event": "hello"})
-    span: Any = scope.span
+    span: Any = harness.live_span(req)
     harness.end(req)
     after = add_trace_context(None, "info", {"event": "hello"})
 
@@ -697,11 +723,10 @@ class HangingProvider:
 
 
 @pytest.fixture
-def hanging() -> Iterator[tuple[Tracing, HangingProvider]]:
-    """A Tracing on a HangingProvider; released at teardown."""
+def hanging() -> Iterator[tuple[TracingSink, HangingProvider]]:
+    """A TracingSink on a HangingProvider; released at teardown."""
     provider = HangingProvider()
-    tracing = Tracing()
-    tracing.configure(TracingConfig.load(Settings(), {}))
+    tracing = TracingSink(Settings(), {})
     tracing.provider = provider
     tracing.tracer = trace.NoOpTracer()
     yield tracing, provider
@@ -709,7 +734,7 @@ def hanging() -> Iterator[tuple[Tracing, HangingProvider]]:
 
 
 def test_flush_returns_within_its_bound_when_the_provider_hangs(
-    hanging: tuple[Tracing, HangingProvider],
+    hanging: tuple[TracingSink, HangingProvider],
 ) -> None:
     """``flush(seconds)`` gives up after ``seconds`` when force_flush never
     returns, and says it did not finish."""
@@ -726,7 +751,7 @@ def test_flush_returns_within_its_bound_when_the_provider_hangs(
 
 
 def test_shutdown_returns_within_its_bound_when_the_provider_hangs(
-    hanging: tuple[Tracing, HangingProvider],
+    hanging: tuple[TracingSink, HangingProvider],
 ) -> None:
     """``shutdown(seconds)`` is bounded the same way, and stops hookkit's
     spans: a second shutdown or a flush does not call the provider again."""
@@ -752,6 +777,6 @@ def test_flush_of_a_working_provider_finishes(harness: Harness) -> None:
 
 def test_flush_without_a_tracer_does_nothing() -> None:
     """Tracing off (no tracer): flush and shutdown return at once, True."""
-    tracing = Tracing()
+    tracing = TracingSink(Settings(), {})
 
     assert (True, True) == (tracing.flush(0.1), tracing.shutdown(0.1))

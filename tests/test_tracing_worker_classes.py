@@ -35,6 +35,8 @@ from tests.otlp import OtlpReceiver, Span
 from tests.scrape import scrape_text, total
 from tests.traced import ASGI_APP, WSGI_APP, request, server_spans, start_traced, traceparent
 
+pytestmark = pytest.mark.integration
+
 # How to run each worker class: its app and gunicorn arguments.
 WORKER_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sync": (WSGI_APP, ("-k", "sync")),

@@ -15,6 +15,8 @@ import pytest
 
 from hookkit._face.gunicorn_process import http_get, match
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize(
     ("worker_args", "app"),

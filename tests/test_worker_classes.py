@@ -26,6 +26,8 @@ import pytest
 
 from hookkit._face.gunicorn_process import Gunicorn, LogLine, match
 
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
+
 WSGI_APP = "apps.wsgi:app"
 ASGI_APP = "apps.asgi:app"
 

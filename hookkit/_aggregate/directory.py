@@ -27,6 +27,7 @@ from collections.abc import Callable
 from prometheus_client import values
 from prometheus_client.multiprocess import mark_process_dead
 
+from hookkit._core.resets import on_reset
 from hookkit._core.settings import ConfigError
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -59,10 +60,21 @@ def slot_identity(master_pid: int, slot: int) -> str:
     return f"w{master_pid}s{slot}"
 
 
+_VALUE_CLASS = values.ValueClass  # what prometheus_client chose at import
+
+
 def use_slot_identities() -> None:
     """Make every prometheus_client metric created from now on (hookkit's and
     the application's) multiprocess, keyed by identity instead of pid."""
     values.ValueClass = values.MultiProcessValue(process_identifier=identity)  # type: ignore[no-untyped-call]
+
+
+@on_reset
+def _restore_value_class() -> None:
+    """hookkit.testing.reset(): prometheus_client's own value class again."""
+    global _identity  # noqa: PLW0603
+    values.ValueClass = _VALUE_CLASS
+    _identity = f"p{os.getpid()}"
 
 
 class MetricsDir:

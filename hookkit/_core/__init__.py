@@ -1,0 +1,1 @@
+"""hookkit's core: gunicorn knowledge and plain values; it names no backend."""

@@ -34,6 +34,8 @@ import types
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from hookkit._core.http import header_pairs
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -123,10 +125,7 @@ class AsgiRequest:
     @property
     def headers(self) -> list[tuple[str, str]]:
         """(UPPER-CASE name, value) pairs, as gunicorn's requests have them."""
-        return [
-            (name.decode("latin-1").upper(), value.decode("latin-1"))
-            for name, value in self.headers_bytes
-        ]
+        return [(name.upper(), value) for name, value in header_pairs(self.headers_bytes)]
 
 
 class AsgiResponse:
@@ -238,7 +237,7 @@ def _defer_to_hookkit_span(opened: Any, scope: Scope) -> None:
     reads as "telemetry is handled upstream" (as for a mounted app) turns it
     off for requests hookkit traces; the app's own spans still nest under
     hookkit's span, which is current."""
-    if opened.span is not None:
+    if opened.ids is not None:
         scope.setdefault("fastapi.telemetry", None)
 
 

@@ -7,10 +7,9 @@ keep a worker or request object alive.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 Level = Literal["debug", "info", "warning", "error", "critical"]
 
@@ -29,20 +28,6 @@ class Event:
     level: Level = "info"
     fields: Mapping[str, object] = field(default_factory=dict)
     pid: int = 0
-    time: float = field(default_factory=time.time)
-
-
-class Sink(Protocol):
-    """Something that turns events into observability (logs, metrics, spans).
-
-    ``handle`` may raise: the dispatcher isolates it, so gunicorn never sees
-    the error.
-    """
-
-    name: str
-
-    def handle(self, event: Event) -> None:
-        """Consume one event."""
 
 
 # Stable event names, one per lifecycle event (the README lists them).
@@ -67,4 +52,3 @@ DIRTY_WORKER_FORKED = "dirty_worker_forked"
 DIRTY_WORKER_BOOTED = "dirty_worker_booted"
 DIRTY_WORKER_EXITED = "dirty_worker_exited"
 METRICS_DIRECTORY_WORLD_WRITABLE = "metrics_directory_world_writable"
-SINK_ERROR = "hookkit_sink_error"

@@ -27,6 +27,7 @@ Where the reason cannot be known, it is ``unknown``: hookkit does not guess.
 from __future__ import annotations
 
 import mmap
+import re
 import signal
 import struct
 from dataclasses import dataclass
@@ -253,3 +254,30 @@ def _asked_to_stop(
         # A stop signal the master did not send: someone else killed it.
         return ExitReason("killed", exit_code, received, False)
     return ExitReason("unknown", exit_code)
+
+
+# gunicorn's Arbiter.reap_workers logs each abnormal exit status just before
+# it calls child_exit. gunicorn 27 passes the pid and signal name as args,
+# 25 and 26 format them into the message first, so the rendered text is read.
+# A signal with no name is logged as "signal N".
+_SIGNAL_LINE = re.compile(r"^Worker \(pid:(\d+)\) was sent (SIG\w+|signal (\d+))!")
+_EXIT_CODE_LINE = re.compile(r"^Worker \(pid:(\d+)\) exited with code (-?\d+)\.")
+
+
+def parse_reap_line(
+    msg: object, args: tuple[object, ...]
+) -> tuple[int, int | None, int | None] | None:
+    """(pid, exit code, signal) from one of reap_workers' lines, else None."""
+    if not isinstance(msg, str) or not msg.startswith("Worker (pid:"):
+        return None
+    try:
+        text = msg % args if args else msg
+    except (TypeError, ValueError):
+        return None
+    if match := _SIGNAL_LINE.match(text):
+        number = int(match.group(3)) if match.group(3) else getattr(signal, match.group(2), None)
+        if isinstance(number, int):
+            return int(match.group(1)), None, number
+    elif match := _EXIT_CODE_LINE.match(text):
+        return int(match.group(1)), int(match.group(2)), None
+    return None

@@ -66,7 +66,7 @@ def request_headers(req: object) -> list[tuple[str, str]]:
     """
     raw = getattr(req, "headers_bytes", None)
     if raw is not None:
-        return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+        return header_pairs(raw)
     return [(name.lower(), value) for name, value in getattr(req, "headers", None) or ()]
 
 
@@ -87,13 +87,71 @@ def split_host(host: str) -> tuple[str, int | None]:
     return address, _port(port)
 
 
+def ascii_int(text: str) -> int | None:
+    """A whole number written in ASCII digits, else None (``str.isdigit``
+    also takes ``²``, which ``int`` refuses); no surrounding spaces."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def _port(text: str) -> int | None:
-    """A TCP port, 1 to 65535, in ASCII digits (``str.isdigit`` also takes
-    ``²``, which ``int`` refuses)."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 5):
+    """A TCP port, 1 to 65535."""
+    if len(text) > 5:
         return None
-    port = int(text)
-    return port if 0 < port < 65536 else None
+    port = ascii_int(text)
+    return port if port is not None and 0 < port < 65536 else None
+
+
+def text(value: object) -> str:
+    """A header name or value as text (gunicorn's are str, ASGI's bytes)."""
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+def header_pairs(headers: object) -> list[tuple[str, str]]:
+    """(name, value) pairs as text, from str or bytes pairs."""
+    return [(text(name), text(value)) for name, value in headers or ()]  # type: ignore[attr-defined]
+
+
+def content_length(req: object, environ: object = None) -> int | None:
+    """The request body's size, from its Content-Length header (the WSGI
+    environ has it at hand; otherwise the request's headers are read).
+    Only ASCII digits count: ``Content-Length: ²`` is no length."""
+    if isinstance(environ, dict) and "wsgi.input" in environ:
+        raw = environ.get("CONTENT_LENGTH")
+        if not raw or not isinstance(raw, str):
+            return None
+        # ascii_int inlined: this runs on every request.
+        raw = raw.strip()
+        return int(raw) if raw.isascii() and raw.isdigit() else None
+    for name, value in getattr(req, "headers", None) or ():
+        if text(name).upper() == "CONTENT-LENGTH":
+            return ascii_int(text(value).strip())
+    return None
+
+
+def method_label(method: object) -> str:
+    """The method, or ``_OTHER`` for anything outside the standard set."""
+    return method if isinstance(method, str) and method in KNOWN_METHODS else OTHER_METHOD
+
+
+class RouteLimit:
+    """At most ``limit`` distinct routes per process; the rest are ``_OTHER``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def label(self, route: object) -> str:
+        """The route label: empty when the app gave none."""
+        if not isinstance(route, str) or not route:
+            return ""
+        if route in self.seen:
+            return route
+        if len(self.seen) < self.limit:
+            self.seen.add(route)
+            return route
+        return OTHER_METHOD
 
 
 def method_attributes(method: str) -> tuple[str, str | None]:

@@ -17,11 +17,17 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from hookkit._core.sink import SpanIds
 
 try:
     from gunicorn.http.errors import ParseException
 except ImportError:  # pragma: no cover - every supported gunicorn has it
     ParseException = ()
+
+
+_new = tuple.__new__  # a named tuple without its Python-level __new__
 
 
 @dataclass(slots=True)
@@ -31,7 +37,6 @@ class RequestScope:
     method: str
     path: str
     started: float  # time.perf_counter() at pre_request
-    started_wall: float
     thread_id: int
     # The greenlet (gevent) or asyncio task running the request, when there
     # is one: the slow-request watchdog reads its stack.
@@ -40,10 +45,8 @@ class RequestScope:
     # An exception gunicorn logged while handling this request: the ASGI
     # worker catches the app's exception before post_request runs.
     error: BaseException | None = None
-    # The request's OpenTelemetry span and the token of its attached
-    # context, when tracing is on (see _tracing).
-    span: object | None = None
-    context_token: object | None = None
+    # The ids of the span a sink started for the request, if any.
+    ids: SpanIds | None = None
     # The route template, when the app gave it outside the WSGI environ
     # (an ASGI app's scope, see _asgi).
     route: str | None = None
@@ -53,9 +56,10 @@ class RequestScope:
         return time.perf_counter() - self.started
 
 
-@dataclass(frozen=True, slots=True)
-class RequestOutcome:
-    """What the client received, as far as gunicorn lets us see."""
+class RequestOutcome(NamedTuple):
+    """What the client received, as far as gunicorn lets us see (a named
+    tuple: a frozen dataclass sets each field through object.__setattr__,
+    on every request)."""
 
     status: int | None
     error_type: str | None
@@ -71,17 +75,17 @@ class InFlight:
 
     scopes: dict[int, RequestScope] = field(default_factory=dict)
 
-    def begin(self, req: object) -> RequestScope:
-        """Open the scope of ``req`` (from ``pre_request``)."""
+    def begin(self, req: object, key: int | None = None) -> RequestScope:
+        """Open the scope of ``req`` (from ``pre_request``); ``key`` is
+        ``id(req)`` when the caller has it already."""
         scope = RequestScope(
             method=_text(getattr(req, "method", None)) or "UNKNOWN",
             path=_text(getattr(req, "path", None)) or "",
             started=time.perf_counter(),
-            started_wall=time.time(),
             thread_id=threading.get_ident(),
             task=_current_task(),
         )
-        self.scopes[id(req)] = scope
+        self.scopes[id(req) if key is None else key] = scope
         return scope
 
     def current(self) -> RequestScope | None:
@@ -110,13 +114,17 @@ class InFlight:
         exc = sys.exc_info()[1] or scope.error
         status, error_type = resolve_status(resp, exc, answers_system_exit)
         sent = getattr(resp, "sent", None) if resp is not None else None
-        return scope, RequestOutcome(
-            status=status,
-            error_type=error_type,
-            duration=duration,
-            response_bytes=sent if isinstance(sent, int) else None,
-            exception=_cause(exc) if error_type is not None else None,
+        outcome: RequestOutcome = _new(
+            RequestOutcome,
+            (
+                status,
+                error_type,
+                duration,
+                sent if isinstance(sent, int) else None,
+                _cause(exc) if error_type is not None else None,
+            ),
         )
+        return scope, outcome
 
     def snapshot(self) -> list[RequestScope]:
         """The scopes open now (a copy: other threads may change the map)."""
@@ -201,6 +209,7 @@ def _status_code(status: object) -> int | None:
 
 
 def _text(value: object) -> str | None:
+    # Inline, not hookkit._core.http.text: a call less, twice per request.
     if value is None:
         return None
     if isinstance(value, bytes):

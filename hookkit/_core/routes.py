@@ -1,5 +1,8 @@
-"""Route templates from frameworks that do not leave them where
-``post_request`` can read them.
+"""Route templates: where the application's matched route is read from.
+
+``route_from_environ`` reads the WSGI environ key ``hookkit.route`` (any
+framework can set it) or werkzeug's matched rule; ASGI apps' routes come
+from the scope (``hookkit._core.asgi.route_from_scope``).
 
 Flask matches the request's rule (``request.url_rule``) but, when its
 request context ends, inside the app and so before gunicorn calls
@@ -11,7 +14,21 @@ into ``environ["hookkit.route"]``, which Flask leaves alone.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
+
+
+def route_from_environ(environ: Mapping[str, Any] | None) -> str | None:
+    """The route template the application matched, if it says: the WSGI
+    environ key ``hookkit.route``, or Flask's and werkzeug's matched rule
+    (``environ["werkzeug.request"].url_rule.rule``)."""
+    if not environ:
+        return None
+    route = environ.get("hookkit.route")
+    if isinstance(route, str):
+        return route
+    rule = getattr(getattr(environ.get("werkzeug.request"), "url_rule", None), "rule", None)
+    return rule if isinstance(rule, str) else None
 
 
 def watch_flask_routes() -> bool:
@@ -27,8 +44,8 @@ def watch_flask_routes() -> bool:
 
 def _note_flask_route(_sender: object, **_extra: Any) -> None:
     """Copy the matched rule into the WSGI environ (no rule: a 404)."""
-    from flask import request
-
+    # Flask is imported: the signal that called this is Flask's.
+    request = sys.modules["flask"].request
     rule = request.url_rule
     if rule is not None:
         request.environ["hookkit.route"] = rule.rule

@@ -1,9 +1,17 @@
-"""What hookkit does on each gunicorn hook, per process.
+"""What hookkit does on each gunicorn hook: one guarded method per hook.
 
-One ``Runtime`` per process (``RUNTIME``). The master keeps the workers'
-exit records and what it knows of each exit; a worker keeps its in-flight
-requests, its own record and the slow-request watchdog. After ``fork`` the
-worker drops the master's state it inherited.
+One ``Runtime`` per process (``RUNTIME``), a thin facade over:
+
+- the master's book (``MasterBook``: worker records, exit statuses, reload
+  and scale-down knowledge, the ``worker_exited`` reason);
+- the worker's book (``WorkerBook``: its own record, how it leaves, the
+  watchdog);
+- the request path (``RequestPath``: in-flight scopes, the sinks' hot path);
+- the sinks, through the ``Dispatcher``: each hook becomes lifecycle calls
+  on the sinks that implement them and an ``Event`` for ``handle``.
+
+The runtime names no backend: which sinks exist is the drop-in's choice
+(``hookkit._dropin.assemble``), handed over with ``use``.
 
 Every hook method is guarded: an error in hookkit itself is counted and
 reported like a sink's, and never reaches gunicorn (a raising ``post_fork``
@@ -14,63 +22,27 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import gunicorn
-
-from hookkit import processors
 from hookkit._core import events as ev
-from hookkit._core import stderr as _stderr
+from hookkit._core import identity
 from hookkit._core.asgi import calls_request_hooks, wrap_worker_app
 from hookkit._core.dispatch import Dispatcher
-from hookkit._core.events import Event, Level, Sink
-from hookkit._core.exits import (
-    APP_LOAD_ERROR,
-    EXIT_ABORTED,
-    EXIT_APP_LOAD_ERROR,
-    EXIT_BOOT_ERROR,
-    EXIT_ERROR,
-    EXIT_MAX_REQUESTS,
-    EXIT_NONE,
-    EXIT_NORMAL,
-    WORKER_BOOT_ERROR,
-    ExitStatus,
-    MasterContext,
-    WorkerRecord,
-    classify,
-)
-from hookkit._core.http import DEFAULT_SENSITIVE_QUERY, QueryRedactor, parse_list
-from hookkit._core.requests import InFlight, RequestOutcome, RequestScope
+from hookkit._core.events import Event, Level
+from hookkit._core.gunicorn_types import Arbiter, Request, Response, Worker
+from hookkit._core.master import MasterBook
+from hookkit._core.request_path import RequestPath, span_fields
+from hookkit._core.requests import InFlight, RequestScope
 from hookkit._core.routes import watch_flask_routes
 from hookkit._core.settings import ConfigError, Settings
+from hookkit._core.sink import Sink
 from hookkit._core.stacks import Watchdog, interrupted_stack, thread_stacks
-from hookkit._sinks.logs import pipeline as _logging
-from hookkit._sinks.prometheus.metrics import route_from_environ
-from hookkit._sinks.prometheus.sink import Prometheus
-from hookkit._sinks.tracing.config import TracingConfig
-from hookkit._sinks.tracing.sink import Tracing, span_ids, worker_identity
+from hookkit._core.worker import WorkerBook, answers_system_exit
 from hookkit._version import __version__
 
 F = TypeVar("F", bound=Callable[..., None])
-
-_EXIT_LEVELS: dict[str, Level] = {
-    "max_requests": "info",
-    "shutdown": "info",
-    "reload": "info",
-    "scaled_down": "info",
-    "killed": "warning",
-    "unknown": "warning",
-    "timeout": "error",
-    "crashed": "error",
-    "boot_error": "error",
-    "app_load_error": "error",
-}
-
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT)
 
 
 def _guarded(method: F) -> F:
@@ -91,94 +63,89 @@ class Runtime:
         self.settings = Settings()
         self.configured = False
         self.dispatcher = Dispatcher()
-        self.in_flight = InFlight()
-        # master
-        self.records: dict[int, WorkerRecord] = {}  # by worker age
-        self.exit_statuses: dict[int, ExitStatus] = {}  # by pid, from the reap log line
-        self.reload_watermark = 0  # workers of this age or younger predate the last SIGHUP
-        self.scale_down_pending = 0
-        self.stopping = False
-        # worker
-        self.answers_system_exit = True  # see _requests.resolve_status
-        self.record: WorkerRecord | None = None
-        self.aborting = False
-        self.watchdog: Watchdog | None = None
-        self.prometheus = Prometheus()
-        self.tracing = Tracing()
+        self.master = MasterBook()
+        self.worker = WorkerBook()
+        self.requests = RequestPath(self.dispatcher)
         # os.getpid() is a system call, and costs on every event: the pid
         # is kept here and refreshed in each forked child.
         self.pid = os.getpid()
-        # The request path calls the metrics sink directly and builds an
-        # event only for the sinks that want one (see configure).
-        self._metrics_sink: Any = None
-        self._log_sink: _logging.LogSink | None = None
-        self._other_sinks: tuple[Sink, ...] = ()
-        self.tracing.report = self._report_export_failure
+        self.requests.pid = self.pid
+        # How to configure from the environment when nothing configured
+        # hookkit (single hooks imported into a user's config): set by
+        # hookkit.hooks to the drop-in's assembly.
+        self.configure_from_environment: Callable[[], None] | None = None
 
     # -- configuration -----------------------------------------------------
 
-    def configure(self, settings: Settings, extra_sinks: tuple[Sink, ...] = ()) -> None:
-        """Use ``settings``; replaces, never adds to, the sinks (a reload
-        configures again and nothing may be duplicated)."""
-        tracing = TracingConfig.load(settings)  # raises ConfigError before anything changes
+    def use(
+        self,
+        settings: Settings,
+        sinks: Sequence[Sink],
+        started_order: Sequence[Sink] | None = None,
+        finished_order: Sequence[Sink] | None = None,
+    ) -> None:
+        """Use ``settings`` and ``sinks``; replaces, never adds to, the sinks
+        (a reload configures again and nothing may be duplicated). In a
+        master that already started, the sinks a reload replaced are
+        stopped and the new ones started."""
+        names = [sink.name for sink in sinks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"sinks: two sinks share a name ({', '.join(names)})")
+        old = self.dispatcher.sinks
         self.settings = settings
         self.configured = True
-        self.tracing.configure(tracing, settings.max_routes)
-        sinks: list[Sink] = []
-        self._log_sink = _logging.LogSink(settings) if settings.logs else None
-        if self._log_sink is not None:
-            sinks.append(self._log_sink)
-        self._metrics_sink = None
-        if settings.metrics and self.prometheus.sink is not None:
-            self._metrics_sink = self.prometheus.sink
-            sinks.append(self.prometheus.sink)
-        sinks.extend(extra_sinks)
-        self._other_sinks = tuple(extra_sinks)
-        self.dispatcher.sinks = tuple(sinks)
-        _logging.ensure_stderr_handler(settings)
-        _logging.render_unrouted_lines(settings.log_format)
-        _logging.set_query_redactor(
-            QueryRedactor(DEFAULT_SENSITIVE_QUERY + parse_list(settings.tracing_redact_query))
-        )
+        self.dispatcher.set_sinks(sinks, started_order, finished_order)
+        if not self.master.started:
+            return
+        server = self.master.server
+        for sink in old:
+            if sink not in sinks:
+                self._call_one(sink, "stop_master", server)
+        for sink in sinks:
+            if sink not in old:
+                self._call_one(sink, "start_master", server)
+        self.dispatcher.announce_error_series()
+
+    def _call_one(self, sink: Sink, method: str, *args: Any) -> None:
+        try:
+            getattr(sink, method)(*args)
+        except Exception as exc:
+            self.dispatcher.failed(sink.name, f"in {method}", exc)
 
     def ensure_configured(self) -> None:
         """Read the environment if nothing configured hookkit yet (single
         hooks imported into a user's config)."""
-        if not self.configured:
-            self.configure(Settings.load())
+        if self.configured:
+            return
+        if self.configure_from_environment is not None:
+            self.configure_from_environment()
+        else:
+            self.use(Settings.load(), ())
+
+    @property
+    def in_flight(self) -> InFlight:
+        """The requests in flight in this worker."""
+        return self.requests.in_flight
 
     def emit(self, name: str, hook: str | None, level: Level = "info", /, **fields: object) -> None:
         """Build an event and hand it to the sinks."""
         self.dispatcher.emit(Event(name, hook, level, fields, self.pid))
 
-    def request_sinks(self) -> tuple[Any, Any, tuple[Sink, ...]]:
-        """(log sink, metrics sink, other sinks) of the request path."""
-        return self._log_sink, self._metrics_sink, self._other_sinks
-
-    def set_request_sinks(self, log: Any, metrics: Any, others: tuple[Sink, ...]) -> None:
-        """Set the request path's sinks (``hookkit.testing.capture_events``)."""
-        self._log_sink, self._metrics_sink, self._other_sinks = log, metrics, others
-
-    def _request_sinks(self, name: str) -> tuple[Sink, ...]:
-        """The sinks that want this request event, besides the metrics sink
-        (called directly): the log sink only when it would write the line."""
-        log = self._log_sink
-        if log is not None and log.wants(name):
-            return (log, *self._other_sinks)
-        return self._other_sinks
-
     # -- master ------------------------------------------------------------
 
     @_guarded
-    def on_starting(self, server: Any) -> None:
+    def on_starting(self, server: Arbiter) -> None:
         self.ensure_configured()
-        self.stopping = False
-        _logging.set_exit_status_listener(self._note_exit_status)
-        self._watch_stop(server)
-        if self.settings.metrics and self.prometheus.sink is None:
-            self._start_metrics(server)
+        self.master.start(server)
+        try:
+            started = self.dispatcher.call("start_master", server)
+        except ConfigError as exc:
+            # A bad directory, web config or a port in use stops gunicorn here.
+            raise SystemExit(f"hookkit: {exc}") from None
+        self.dispatcher.announce_error_series()
+        import gunicorn
+
         logger_class = type(server.log)
-        ours = logger_class.__module__ == "hookkit.glogging"
         fields: dict[str, object] = {
             "master_pid": os.getpid(),
             "gunicorn_version": gunicorn.__version__,
@@ -186,324 +153,139 @@ class Runtime:
             "gunicorn_logger": f"{logger_class.__module__}.{logger_class.__qualname__}",
         }
         level: Level = "info"
-        if not ours:
+        if not getattr(logger_class, "hookkit_logger", False):
             level = "warning"
             fields["note"] = (
                 "gunicorn's logger_class is not hookkit's: gunicorn's own lines keep that "
                 "logger's format and worker exit codes and signals are not seen, so some "
                 "worker_exited reasons may be 'unknown'"
             )
-        # Said once, at start-up: what tracing will do in the workers.
-        fields["tracing"] = self.tracing.config.describe()
-        self.tracing.preload()
+        fields.update(started)
         self.emit(ev.MASTER_STARTING, "on_starting", level, **fields)
 
-    def _start_metrics(self, server: Any) -> None:
-        """Metrics are set up once per master; a bad directory, web config or
-        a port in use stops gunicorn here, at start-up."""
-        try:
-            self.prometheus.start_master(server, self.settings, ["logs", "metrics", "hookkit"])
-        except ConfigError as exc:
-            raise SystemExit(f"hookkit: {exc}") from None
-        metrics = self.prometheus.metrics
-        assert metrics is not None
-        self.dispatcher.on_error = lambda who: metrics.sink_errors.labels(who).inc()
-        _stderr.set_on_drop(lambda: metrics.sink_errors.labels("logs").inc())
-        self.configure(self.settings)
-        directory = self.prometheus.directory
-        if directory is not None and not directory.private and directory.world_writable:
-            self.emit(
-                ev.METRICS_DIRECTORY_WORLD_WRITABLE,
-                "on_starting",
-                "warning",
-                path=directory.path,
-                note="any user of this machine can create files in the multiprocess "
-                "directory, and so plant files that the metrics are read from or written "
-                "through; fine in a container's own emptyDir, otherwise give it mode 0700",
-            )
-
-    def _watch_stop(self, server: Any) -> None:
-        """Know when the master is stopping. gunicorn's Arbiter.stop() runs for
-        every shutdown (TERM, INT, QUIT, a halt, an unhandled error) and sends
-        the workers their stop signal; no hook fires before it, so the bound
-        method is wrapped on this arbiter instance."""
-        if getattr(server.stop, "_hookkit", False):
-            return
-        original = server.stop
-
-        def stop(*args: Any, **kwargs: Any) -> Any:
-            self.stopping = True
-            return original(*args, **kwargs)
-
-        stop._hookkit = True  # type: ignore[attr-defined]
-        server.stop = stop
-
     @_guarded
-    def when_ready(self, server: Any) -> None:
+    def when_ready(self, server: Arbiter) -> None:
+        import gunicorn
+
         cfg = server.cfg
-        metrics = self.prometheus
-        self.emit(
-            ev.SERVER_READY,
-            "when_ready",
-            master_pid=os.getpid(),
-            listeners=[str(listener) for listener in server.LISTENERS],
-            worker_class=str(cfg.worker_class_str),
-            workers=server.num_workers,
-            threads=cfg.threads,
-            timeout=cfg.timeout,
-            gunicorn_version=gunicorn.__version__,
-            hookkit_version=__version__,
-            metrics_endpoint=metrics.url(),
-            metrics_directory=metrics.directory.path if metrics.directory else None,
-            request_hooks=_request_hooks(cfg),
-        )
+        fields: dict[str, object] = {
+            "master_pid": os.getpid(),
+            "listeners": [str(listener) for listener in server.LISTENERS],
+            "worker_class": str(cfg.worker_class_str),
+            "workers": server.num_workers,
+            "threads": cfg.threads,
+            "timeout": cfg.timeout,
+            "gunicorn_version": gunicorn.__version__,
+            "hookkit_version": __version__,
+            "sinks": [sink.name for sink in self.dispatcher.sinks],
+        }
+        fields.update(self.dispatcher.call("server_ready", server))
+        fields["request_hooks"] = _request_hooks(cfg)
+        self.emit(ev.SERVER_READY, "when_ready", **fields)
 
     @_guarded
-    def on_reload(self, server: Any) -> None:
-        # Arbiter.reload() spawns the new generation after this hook, then
-        # stops every older worker: their ages are at most the current one.
-        self.reload_watermark = server.worker_age
-        self.scale_down_pending = 0
-        _reapply_log_format(server, self.settings)
+    def on_reload(self, server: Arbiter) -> None:
+        self.master.reloaded(server)
         self.emit(ev.SERVER_RELOADED, "on_reload", workers=server.cfg.workers)
 
     @_guarded
-    def nworkers_changed(self, server: Any, new_value: int, old_value: int | None) -> None:
+    def nworkers_changed(self, server: Arbiter, new_value: int, old_value: int | None) -> None:
         self.ensure_configured()
-        if old_value is not None and new_value < old_value:
-            self.scale_down_pending += old_value - new_value
+        self.master.workers_changed(new_value, old_value)
         self.emit(ev.WORKERS_CHANGED, "nworkers_changed", new_value=new_value, old_value=old_value)
 
     @_guarded
-    def pre_fork(self, server: Any, worker: Any) -> None:
-        self.records[worker.age] = WorkerRecord(worker.age)
-        self.prometheus.pre_fork(worker.age)
+    def pre_fork(self, server: Arbiter, worker: Worker) -> None:
+        self.master.spawning(worker.age)
+        self.dispatcher.call("before_fork", worker.age)
         self.emit(ev.WORKER_SPAWNING, "pre_fork", "debug", worker_age=worker.age)
 
     @_guarded
-    def child_exit(self, server: Any, worker: Any) -> None:
+    def child_exit(self, server: Arbiter, worker: Worker) -> None:
         self._report_exit(worker.pid, worker.age, bool(worker.aborted), "child_exit", server)
 
     @_guarded
-    def on_exit(self, server: Any) -> None:
-        # A worker that failed to boot makes the master halt before
-        # child_exit runs for it: report what its record says now.
-        live = set(server.WORKERS)
-        if self.stopping and live:
-            # Arbiter.stop() SIGKILLs the workers still running when
-            # graceful_timeout ends and reaps only once, without waiting:
-            # child_exit never runs for them. Collect their status here.
-            live -= self._collect_killed(live, timeout=1.0)
-        for age, record in sorted(self.records.items()):
-            if (
-                record.pid
-                and record.pid not in live
-                and (record.exit_kind != EXIT_NONE or record.pid in self.exit_statuses)
-            ):
-                self._report_exit(record.pid, age, False, "on_exit")
+    def on_exit(self, server: Arbiter) -> None:
+        for pid, age in self.master.unreported_exits(server):
+            self._report_exit(pid, age, False, "on_exit")
         self.emit(ev.MASTER_EXITING, "on_exit", master_pid=os.getpid())
-        _logging.set_exit_status_listener(None)
-        self.prometheus.exit_master(server)
-
-    def _collect_killed(self, pids: set[int], timeout: float) -> set[int]:
-        """waitpid the workers stop() killed, for up to ``timeout`` seconds;
-        their statuses go where the reap log line would have put them."""
-        reaped: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while True:
-            for pid in pids - reaped:
-                try:
-                    wpid, status = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    reaped.add(pid)
-                    continue
-                if wpid == pid:
-                    reaped.add(pid)
-                    if os.WIFSIGNALED(status):
-                        self.exit_statuses[pid] = ExitStatus(None, os.WTERMSIG(status))
-                    elif os.WIFEXITED(status):
-                        self.exit_statuses[pid] = ExitStatus(os.WEXITSTATUS(status), None)
-            if reaped == pids or time.monotonic() >= deadline:
-                return reaped
-            time.sleep(0.01)
+        self.dispatcher.call("stop_master", server)
 
     @_guarded
-    def pre_exec(self, server: Any) -> None:
-        self.prometheus.pre_exec(server)
+    def pre_exec(self, server: Arbiter) -> None:
+        self.dispatcher.call("hand_over", server)
         self.emit(ev.MASTER_REEXECUTING, "pre_exec", master_pid=os.getppid())
 
-    def _note_exit_status(self, pid: int, exit_code: int | None, signum: int | None) -> None:
-        self.exit_statuses[pid] = ExitStatus(exit_code, signum)
+    def note_reap_line(self, msg: object, args: tuple[object, ...]) -> None:
+        """A line gunicorn logged: the master's reap lines tell exit statuses."""
+        self.master.note_reap_line(msg, args)
 
     def _report_exit(
-        self, pid: int, age: int, aborted: bool, hook: str, server: Any = None
+        self, pid: int, age: int, aborted: bool, hook: str, server: Arbiter | None = None
     ) -> None:
-        if server is not None and self.scale_down_pending:
-            # gunicorn stops workers only while it has more than it wants
-            # (this one, already taken out of WORKERS, included). A
-            # scale-down that found nothing to stop (a worker was missing
-            # at that moment) is not pending any more.
-            excess = len(getattr(server, "WORKERS", ())) + 1 - int(server.num_workers)
-            self.scale_down_pending = max(0, min(self.scale_down_pending, excess))
-        record = self.records.pop(age, None)
-        status = self.exit_statuses.pop(pid, None)
-        self.prometheus.worker_gone(age)
-        kind, code, received = EXIT_NONE, 0, 0
-        fields: dict[str, object] = {"worker_pid": pid, "worker_age": age}
-        if record is not None:
-            kind, code, received = record.exit_kind, record.exit_code, record.signal_received
-            fields["requests_served"] = record.requests
-            if record.forked_at:
-                fields["uptime_seconds"] = round(time.monotonic() - record.forked_at, 6)
-            record.close()
-        context = MasterContext(
-            aborted=aborted,
-            stopping=self.stopping,
-            from_before_reload=age <= self.reload_watermark,
-            scale_down_pending=self.scale_down_pending > 0,
-        )
-        reason = classify(kind, code, received, status, context)
-        if reason.reason == "scaled_down":
-            self.scale_down_pending -= 1
-        fields.update(reason.fields())
-        self.emit(ev.WORKER_EXITED, hook, _EXIT_LEVELS[reason.reason], **fields)
+        level, fields = self.master.worker_exit_fields(pid, age, aborted, server)
+        self.dispatcher.call("worker_gone", age)
+        self.emit(ev.WORKER_EXITED, hook, level, **fields)
 
     # -- worker ------------------------------------------------------------
 
     @_guarded
-    def post_fork(self, server: Any, worker: Any) -> None:
+    def post_fork(self, server: Arbiter, worker: Worker) -> None:
         pid = self.pid = os.getpid()
-        # Drop the master's state this process inherited.
-        self.record = self.records.pop(worker.age, None)
-        for inherited in self.records.values():
-            inherited.close()
-        self.records.clear()
-        self.exit_statuses.clear()
-        _logging.set_exit_status_listener(None)
-        self.in_flight = InFlight()
-        self.aborting = False
-        processors.set_worker_identity(pid, worker.age)
-        self.prometheus.post_fork(worker.age)
-        if self.record is not None:
-            self.record.pid = pid
-            self.record.forked_at = time.monotonic()
+        self.worker.forked(self.master.forked(worker.age), pid)
+        self.requests.reset(pid, self.worker.record)
+        identity.set_worker(pid, worker.age)
+        self.dispatcher.call("after_fork", worker.age)
         self.emit(ev.WORKER_FORKED, "post_fork", master_pid=server.pid)
 
     @_guarded
-    def post_worker_init(self, worker: Any) -> None:
-        now = time.monotonic()
+    def post_worker_init(self, worker: Worker) -> None:
         fields: dict[str, object] = {"worker_class": type(worker).__name__}
-        self.answers_system_exit = _answers_system_exit(worker)
-        if self.record is not None:
-            self.record.booted_at = now
-            if self.record.forked_at:
-                fields["boot_duration_seconds"] = round(now - self.record.forked_at, 6)
-            self._record_stop_signals(self.record)
-        self._leave_on_default_stop_signals(worker)
+        self.requests.answers_system_exit = answers_system_exit(worker)
+        fields.update(self.worker.booted())
+        self.worker.leave_on_default_stop_signals(lambda: self._leave_guarded(worker))
         fields["request_events"] = wrap_worker_app(worker, self)
         if fields["request_events"] == "hooks":
             watch_flask_routes()
-        fields["tracing"] = self._start_tracing(worker.cfg, getattr(worker, "ppid", None))
+        fields.update(self.dispatcher.call("start_worker", worker))
+        self.dispatcher.refresh_request_path()
         if self.settings.slow_request_seconds is not None:
-            self.watchdog = Watchdog(
-                self.in_flight, self.settings.slow_request_seconds, self._report_slow
+            self.worker.start_watchdog(
+                Watchdog(self.in_flight, self.settings.slow_request_seconds, self._report_slow)
             )
-            self.watchdog.start()
         self.emit(ev.WORKER_BOOTED, "post_worker_init", **fields)
 
-    def _start_tracing(self, cfg: Any, master_pid: int | None) -> str:
-        """Find or build this worker's tracer provider, once the app is loaded
-        (gevent has patched by then, and the app may have installed its own).
-        A failure here costs the worker its spans, never its boot."""
-        age = self.record.age if self.record is not None else None
-        identity = worker_identity(os.getpid(), master_pid or os.getppid(), age)
-        service_name = getattr(cfg, "proc_name", None)
-        try:
-            return self.tracing.start_worker(identity, service_name if service_name else None)
-        except Exception as exc:
-            self.tracing.tracer = None
-            self.dispatcher.failed("tracing", "setting tracing up", exc, "sink 'tracing'")
-            return "error"
-
-    def _report_export_failure(self, exc: Exception) -> None:
-        self.dispatcher.failed("tracing", "exporting spans", exc, label="sink 'tracing'")
-
-    def _leave_on_default_stop_signals(self, worker: Any) -> None:
-        """A worker class that leaves a stop signal at its default action
-        dies of it without gunicorn's worker_exit: uvicorn-worker's server
-        takes SIGTERM and SIGINT for its graceful shutdown, puts the handlers
-        it found back, and raises the signal again. For such a signal hookkit
-        installs a handler that does worker_exit's work (the exit record,
-        ``worker_exiting``, the bounded flush of spans), then lets the signal
-        end the process as it would have."""
-        for signum in _STOP_SIGNALS:
-            if signal.getsignal(signum) is not signal.SIG_DFL:
-                continue
-
-            def leaving(sig: int, frame: Any) -> None:
-                if self.record is not None:
-                    self.record.signal_received = sig
-                try:
-                    self._leave_worker(worker, None)
-                except Exception as exc:
-                    self.dispatcher.internal_error("worker_exit", exc)
-                finally:
-                    signal.signal(sig, signal.SIG_DFL)
-                    signal.raise_signal(sig)
-
-            signal.signal(signum, leaving)
-
-    def _record_stop_signals(self, record: WorkerRecord) -> None:
-        """Note in the record which stop signal reached the worker, then run
-        the worker class's own handler (asyncio's no-op handler included:
-        the event loop still sees the signal through its wakeup fd)."""
-        for signum in _STOP_SIGNALS:
-            handler = signal.getsignal(signum)
-            if not callable(handler) or getattr(handler, "_hookkit", False):
-                continue
-
-            def recording(sig: int, frame: Any, _handler: Any = handler) -> Any:
-                record.signal_received = sig
-                return _handler(sig, frame)
-
-            recording._hookkit = True  # type: ignore[attr-defined]
-            signal.signal(signum, recording)
-
     @_guarded
-    def worker_int(self, worker: Any) -> None:
+    def worker_int(self, worker: Worker) -> None:
         self.emit(ev.WORKER_INTERRUPTED, "worker_int", "warning")
-        self.tracing.flush()
 
     @_guarded
-    def worker_abort(self, worker: Any) -> None:
-        self.aborting = True
+    def worker_abort(self, worker: Worker) -> None:
+        self.worker.aborting = self.requests.aborting = True
         scopes = self.in_flight.snapshot()
-        stacks = {id(scope): interrupted_stack(scope) for scope in scopes}
         requests = [
             {
                 "method": scope.method,
                 "path": scope.path,
                 "elapsed_seconds": round(scope.elapsed(), 6),
-                "stack": stacks[id(scope)],
-                **span_ids(scope),
+                "stack": interrupted_stack(scope),
+                **span_fields(scope),
             }
             for scope in scopes
         ]
-        timeout = getattr(worker.cfg, "timeout", None)
+        # gunicorn SIGKILLs the worker about a second from now: a tracing
+        # sink ends the spans of the stuck requests on this event.
         self.emit(
             ev.WORKER_ABORTED,
             "worker_abort",
             "error",
-            timeout=timeout,
+            timeout=getattr(worker.cfg, "timeout", None),
             requests_in_flight=requests,
             threads=thread_stacks(),
         )
-        # gunicorn SIGKILLs the worker about a second from now: the spans of
-        # the stuck requests end here, and are flushed within half of that.
-        self.tracing.abort(scopes, lambda scope: stacks[id(scope)], timeout)
 
     @_guarded
-    def worker_exit(self, server: Any, worker: Any) -> None:
+    def worker_exit(self, server: Arbiter, worker: Worker) -> None:
         if os.getpid() == server.pid:
             # Arbiter.kill_worker found the worker gone (ESRCH) and runs this
             # hook in the master instead of child_exit.
@@ -511,126 +293,35 @@ class Runtime:
             return
         self._leave_worker(worker, sys.exc_info()[1])
 
-    def _leave_worker(self, worker: Any, exc: BaseException | None) -> None:
-        """The worker's side of its exit: record how it leaves, say so, and
-        flush its spans within the bound."""
-        if self.watchdog is not None:
-            self.watchdog.stop()
-        kind, code = self._how_worker_leaves(worker, exc)
-        fields: dict[str, object] = {"exit_code": code}
-        if self.record is not None:
-            self.record.set_exit(kind, code)
-            fields["requests_served"] = self.record.requests
-            if self.record.forked_at:
-                fields["uptime_seconds"] = round(time.monotonic() - self.record.forked_at, 6)
-        self.emit(ev.WORKER_EXITING, "worker_exit", **fields)
-        self.tracing.shutdown()
+    def _leave_guarded(self, worker: Worker) -> None:
+        try:
+            self._leave_worker(worker, None)
+        except Exception as exc:
+            self.dispatcher.internal_error("worker_exit", exc)
 
-    def _how_worker_leaves(self, worker: Any, exc: BaseException | None) -> tuple[int, int]:
-        """(exit kind, exit code) from inside the worker's exit path:
-        Arbiter.spawn_worker runs worker_exit in a ``finally`` while the
-        worker's SystemExit propagates."""
-        code = 0
-        if isinstance(exc, SystemExit):
-            raw = exc.code
-            code = 0 if raw is None else (raw % 256 if isinstance(raw, int) else 1)
-        elif exc is not None:
-            code = 1
-        if self.aborting:
-            return EXIT_ABORTED, code
-        if not getattr(worker, "booted", True):
-            if code == APP_LOAD_ERROR:
-                return EXIT_APP_LOAD_ERROR, code
-            if code == WORKER_BOOT_ERROR:
-                return EXIT_BOOT_ERROR, code
-        if worker.nr >= worker.max_requests:
-            return EXIT_MAX_REQUESTS, code
-        if code == 0:
-            return EXIT_NORMAL, code
-        return EXIT_ERROR, code
+    def _leave_worker(self, worker: Worker, exc: BaseException | None) -> None:
+        """The worker's side of its exit: record how it leaves, say so, and
+        let the sinks finish within the bound."""
+        fields = self.worker.leaving(worker, exc)
+        self.emit(ev.WORKER_EXITING, "worker_exit", **fields)
+        self.dispatcher.call("stop_worker", self.settings.tracing_flush_seconds)
 
     # -- requests ----------------------------------------------------------
 
-    @_guarded
-    def pre_request(self, worker: Any, req: Any) -> None:
-        scope = self.in_flight.begin(req)
-        self.tracing.begin(scope, req)
-        metrics = self._metrics_sink
-        if metrics is not None:
-            try:
-                metrics.request_started(scope.method)
-            except Exception as exc:
-                self.dispatcher.failed("metrics", "on request_started", exc, "sink 'metrics'")
-        sinks = self._request_sinks(ev.REQUEST_STARTED)
-        if sinks:
-            fields = {"method": scope.method, "path": scope.path}
-            event = Event(ev.REQUEST_STARTED, "pre_request", "debug", fields, self.pid)
-            self.dispatcher.emit_to(sinks, event)
+    # The request path guards itself (one frame less on every request).
 
-    @_guarded
-    def post_request(self, worker: Any, req: Any, environ: Any, resp: Any) -> None:
-        finished = self.in_flight.finish(req, resp, self.answers_system_exit)
-        if finished is None:
-            return
-        scope, outcome = finished
-        route = (route_from_environ(environ) if isinstance(environ, dict) else None) or scope.route
-        try:
-            self._finish_request(scope, outcome, route, req, environ)
-        finally:
-            # After the access line, so that it carries the trace id.
-            self.tracing.end(scope, outcome, route, environ, resp)
+    def pre_request(self, worker: Worker, req: Request) -> None:
+        self.requests.pre_request(req)
 
-    def _finish_request(
-        self,
-        scope: RequestScope,
-        outcome: RequestOutcome,
-        route: str | None,
-        req: Any,
-        environ: Any,
+    def post_request(
+        self, worker: Worker, req: Request, environ: Any, resp: Response | None
     ) -> None:
-        if self.record is not None:
-            self.record.add_request()
-        error_type = outcome.error_type
-        if self.aborting and error_type == "SystemExit":
-            error_type = "timeout"
-        request_bytes = _content_length(req, environ)
-        metrics = self._metrics_sink
-        if metrics is not None:
-            try:
-                metrics.request_finished(
-                    scope.method,
-                    status=outcome.status,
-                    route=route,
-                    error_type=error_type,
-                    duration=outcome.duration,
-                    request_bytes=request_bytes,
-                    response_bytes=outcome.response_bytes,
-                )
-            except Exception as exc:
-                self.dispatcher.failed("metrics", "on request_finished", exc, "sink 'metrics'")
-        sinks = self._request_sinks(ev.REQUEST_FINISHED)
-        if sinks:
-            fields = {
-                "method": scope.method,
-                "path": scope.path,
-                "status": outcome.status,
-                "duration_seconds": round(outcome.duration, 6),
-                "response_bytes": outcome.response_bytes,
-                "request_bytes": request_bytes,
-                "route": route,
-                "error_type": error_type,
-            }
-            event = Event(ev.REQUEST_FINISHED, "post_request", "info", fields, self.pid)
-            self.dispatcher.emit_to(sinks, event)
+        self.requests.post_request(req, environ, resp)
 
     def note_request_error(self, exc: BaseException | None) -> None:
         """gunicorn logged ``exc`` while handling the current request (called
         by hookkit's logger class from ``exception()``)."""
-        if exc is None or not self.in_flight.scopes:
-            return
-        scope = self.in_flight.current()
-        if scope is not None and scope.error is None:
-            scope.error = exc
+        self.requests.note_error(exc)
 
     def _report_slow(self, scope: RequestScope, stack: str | None) -> None:
         self.emit(
@@ -642,17 +333,14 @@ class Runtime:
             elapsed_seconds=round(scope.elapsed(), 6),
             threshold_seconds=self.settings.slow_request_seconds,
             stack=stack,
-            **span_ids(scope),
+            **span_fields(scope),
         )
-        if self.settings.slow_request_seconds is not None:
-            self.tracing.slow(scope, stack, self.settings.slow_request_seconds)
 
     # -- dirty arbiter and workers (gunicorn 25+) --------------------------
 
     @_guarded
     def on_dirty_starting(self, arbiter: Any) -> None:
         self.ensure_configured()
-        self.prometheus.own_process("d")
         self.emit(ev.DIRTY_ARBITER_STARTING, "on_dirty_starting", dirty_arbiter_pid=os.getpid())
 
     @_guarded
@@ -666,8 +354,8 @@ class Runtime:
 
     @_guarded
     def dirty_worker_init(self, worker: Any) -> None:
-        self.prometheus.own_process("d")
-        self._start_tracing(getattr(worker, "cfg", None), getattr(worker, "ppid", None))
+        self.dispatcher.call("start_worker", worker)
+        self.dispatcher.refresh_request_path()
         self.emit(
             ev.DIRTY_WORKER_BOOTED,
             "dirty_worker_init",
@@ -685,16 +373,6 @@ class Runtime:
         )
 
 
-def _reapply_log_format(server: Any, settings: Settings) -> None:
-    """gunicorn 25 does not run its logger's setup() again on SIGHUP (26 and
-    27 do), so a changed HOOKKIT_LOG_FORMAT would not apply: re-apply it."""
-    log = server.log
-    if type(log).__module__ == "hookkit.glogging" and gunicorn.version_info < (26,):
-        formatter = _logging.make_formatter(settings.log_format)
-        for handler in log.error_log.handlers:
-            handler.setFormatter(formatter)
-
-
 def _request_hooks(cfg: Any) -> str:
     """How request events are made under the configured worker class, said
     once at start-up."""
@@ -707,37 +385,11 @@ def _request_hooks(cfg: Any) -> str:
     )
 
 
-def _content_length(req: Any, environ: Any = None) -> int | None:
-    """The request body's size, from its Content-Length header (the WSGI
-    environ has it at hand; otherwise the request's headers are read)."""
-    if isinstance(environ, dict) and "wsgi.input" in environ:
-        raw_length = environ.get("CONTENT_LENGTH")
-        if not raw_length:
-            return None
-        return int(raw_length) if raw_length.strip().isdigit() else None
-    for name, value in getattr(req, "headers", None) or ():
-        text = name.decode("latin-1") if isinstance(name, bytes) else str(name)
-        if text.upper() == "CONTENT-LENGTH":
-            raw = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            return int(raw) if raw.strip().isdigit() else None
-    return None
-
-
-def _answers_system_exit(worker: Any) -> bool:
-    """Whether the worker class answers a request aborted by the timeout with
-    a 500: gunicorn's sync worker catches every BaseException in handle() and
-    writes the error page; gevent swallows the SystemExit and gthread lets it
-    end the worker, so their clients get no response."""
-    from gunicorn.workers.sync import SyncWorker
-
-    return isinstance(worker, SyncWorker)
-
-
 RUNTIME = Runtime()
 
 
 def _refresh_pid() -> None:
-    RUNTIME.pid = os.getpid()
+    RUNTIME.pid = RUNTIME.requests.pid = os.getpid()
 
 
 os.register_at_fork(after_in_child=_refresh_pid)

@@ -109,20 +109,16 @@ def parse_regex_list(value: object) -> str | None:
     return text or None
 
 
-def parse_name_list(value: object) -> str | None:
-    """Comma-separated names; empty means none."""
+def parse_text_or_none(value: object) -> str | None:
+    """Text (comma-separated names, a file path); empty means none."""
     if value is None:
         return None
     text = str(value).strip()
     return text or None
 
 
-def parse_path_or_none(value: object) -> str | None:
-    """A file path; empty means none."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
+parse_name_list = parse_text_or_none
+parse_path_or_none = parse_text_or_none
 
 
 @dataclass(frozen=True)
@@ -135,11 +131,28 @@ class SettingSpec:
     accepted: str
     desc: str
     unset: str = "off"  # how `hookkit check` shows no value
+    # Earlier names that still work (stable names are never taken away).
+    aliases: tuple[str, ...] = ()
 
     @property
     def env(self) -> str:
         """The environment variable that sets it."""
         return "HOOKKIT_" + self.attr.upper()
+
+    def parse_from(self, source: str, raw: object) -> Any:
+        """``raw`` parsed; a ConfigError names ``source`` (the variable or
+        name it came from), the value and what is accepted."""
+        try:
+            return self.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{source}={raw!r} is not valid: {exc} (accepted: {self.accepted})"
+            ) from None
+
+    @property
+    def alias_envs(self) -> tuple[str, ...]:
+        """The environment variables of its earlier names."""
+        return tuple("HOOKKIT_" + alias.upper() for alias in self.aliases)
 
 
 SETTINGS: tuple[SettingSpec, ...] = (
@@ -220,14 +233,17 @@ SETTINGS: tuple[SettingSpec, ...] = (
         unset="(none)",
     ),
     SettingSpec(
-        "tracing_redact_query",
+        "redact_query",
         parse_name_list,
         None,
         "comma-separated query parameter names",
-        "Query parameters whose values `url.query` shows as `REDACTED`, added "
-        "to the default list (names containing auth, bearer, code, credential, "
-        "jwt, key, otp, pass, pwd, secret, sess, sig or token, in any case).",
+        "Query parameters whose values are shown as `REDACTED` in spans' "
+        "`url.query` and in log lines (gunicorn's own included), added to the "
+        "default list (names containing auth, bearer, code, credential, jwt, "
+        "key, otp, pass, pwd, secret, sess, sig or token, in any case). "
+        "`HOOKKIT_TRACING_REDACT_QUERY`, its earlier name, still works.",
         unset="(defaults only)",
+        aliases=("tracing_redact_query",),
     ),
     SettingSpec(
         "tracing_flush_seconds",
@@ -249,6 +265,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
 )
 
 SETTINGS_BY_ATTR = {spec.attr: spec for spec in SETTINGS}
+# Earlier names, by the attribute they set.
+ALIASES = {alias: spec for spec in SETTINGS for alias in spec.aliases}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,7 +283,7 @@ class Settings:
     max_routes: int = 100
     tracing: bool = True
     tracing_excluded_urls: str | None = None
-    tracing_redact_query: str | None = None
+    redact_query: str | None = None
     tracing_flush_seconds: float = 2.0
     gunicorn_config: str | None = None
 
@@ -283,7 +301,9 @@ class Settings:
         """
         environ = os.environ if environ is None else environ
         config = {} if config is None else config
-        known_env = {spec.env for spec in SETTINGS}
+        known_env = {spec.env for spec in SETTINGS} | {
+            env for spec in SETTINGS for env in spec.alias_envs
+        }
         for name in sorted(environ):
             if name.startswith("HOOKKIT_") and name not in known_env:
                 raise ConfigError(
@@ -291,7 +311,8 @@ class Settings:
                     + ", ".join(sorted(known_env))
                 )
         for name in sorted(config):
-            if name.startswith("hookkit_") and name[len("hookkit_") :] not in SETTINGS_BY_ATTR:
+            attr = name[len("hookkit_") :]
+            if name.startswith("hookkit_") and attr not in SETTINGS_BY_ATTR and attr not in ALIASES:
                 raise ConfigError(
                     f"{name} (in the gunicorn config) is not a hookkit setting; known settings: "
                     + ", ".join(f"hookkit_{spec.attr}" for spec in SETTINGS)
@@ -300,38 +321,36 @@ class Settings:
         for spec in SETTINGS:
             source: str
             raw: object
-            if spec.env in environ:
-                source, raw = spec.env, environ[spec.env]
-            elif "hookkit_" + spec.attr in config:
-                source, raw = "hookkit_" + spec.attr, config["hookkit_" + spec.attr]
-            else:
+            found = _first_set(environ, (spec.env, *spec.alias_envs)) or _first_set(
+                config, ("hookkit_" + spec.attr, *("hookkit_" + a for a in spec.aliases))
+            )
+            if found is None:
                 continue
-            try:
-                values[spec.attr] = spec.parse(raw)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"{source}={raw!r} is not valid: {exc} (accepted: {spec.accepted})"
-                ) from None
+            source, raw = found
+            values[spec.attr] = spec.parse_from(source, raw)
         return cls(**values)
 
     def replace(self, **changes: object) -> Settings:
         """A copy with ``changes`` (setting names without the prefix), each parsed."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for attr, raw in changes.items():
-            spec = SETTINGS_BY_ATTR.get(attr)
+            spec = SETTINGS_BY_ATTR.get(attr) or ALIASES.get(attr)
             if spec is None:
                 raise ConfigError(f"{attr} is not a hookkit setting")
-            try:
-                values[attr] = spec.parse(raw)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"{attr}={raw!r} is not valid: {exc} (accepted: {spec.accepted})"
-                ) from None
+            values[spec.attr] = spec.parse_from(attr, raw)
         return Settings(**values)
 
     def as_rows(self) -> list[tuple[str, str]]:
         """(environment variable, effective value) pairs, for ``hookkit check``."""
         return [(spec.env, _show(getattr(self, spec.attr), spec.unset)) for spec in SETTINGS]
+
+
+def _first_set(source: Mapping[str, object], names: tuple[str, ...]) -> tuple[str, object] | None:
+    """(name, value) of the first of ``names`` set in ``source``."""
+    for name in names:
+        if name in source:
+            return name, source[name]
+    return None
 
 
 def _show(value: object, unset: str) -> str:

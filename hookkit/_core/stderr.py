@@ -31,6 +31,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from hookkit._core.resets import on_reset
+
 # How long a line may wait for a reader that lags, before the reader is
 # considered stalled and lines are dropped without waiting.
 LAG_SECONDS = 0.25
@@ -45,7 +47,6 @@ class NonBlockingStderr:
         self.fd: int | None = None
         self.target: tuple[int, int] | None = None  # (st_dev, st_ino) of fd 2 when opened
         self.checked = 0.0  # time.monotonic() when fd 2 was last looked at
-        self.dropped = 0
         self.stalled = False
         self.on_drop: Callable[[], None] | None = None
 
@@ -76,7 +77,7 @@ class NonBlockingStderr:
         return self.fd
 
     def write(self, data: bytes) -> bool:
-        """Write ``data`` without blocking; False (and counted) if dropped."""
+        """Write ``data`` without blocking; False if dropped (``on_drop`` counts it)."""
         # sys.stderr replaced (a test capturing it, an app redirecting it):
         # write where it now points, as a StreamHandler would.
         fd = self._current_fd() if sys.stderr is sys.__stderr__ else None
@@ -136,7 +137,6 @@ class NonBlockingStderr:
         return True
 
     def _drop(self) -> bool:
-        self.dropped += 1
         if self.on_drop is not None:
             with contextlib.suppress(Exception):
                 self.on_drop()
@@ -201,3 +201,9 @@ def is_stderr_stream_handler(handler: logging.Handler) -> bool:
         )
     except (OSError, ValueError, AttributeError):
         return False
+
+
+@on_reset
+def _forget_drop_hook() -> None:
+    """hookkit.testing.reset(): no callback on dropped lines."""
+    set_on_drop(None)

@@ -26,8 +26,8 @@ from typing import Any
 from hookkit import hooks
 from hookkit._core.chain import chain
 from hookkit._core.hooks import HOOKS
-from hookkit._core.runtime import RUNTIME
-from hookkit._core.settings import ConfigError, Settings
+from hookkit._core.settings import ConfigError
+from hookkit._dropin import assemble
 
 DEFAULT_USER_CONFIG = "gunicorn.conf.py"
 LOGGER_CLASS = "hookkit.glogging.Logger"
@@ -87,8 +87,15 @@ def load(
     """
     environ = os.environ if environ is None else environ
     path = user_config_path(environ)
-    user = read_user_config(path) if path else {}
-    RUNTIME.configure(Settings.load(environ, user))
+    # hookkit.configure() in the user's config is recorded while it is
+    # read, then applied once with the rest (and again on each reload,
+    # when gunicorn loads this config afresh).
+    assemble.begin_config_load()
+    try:
+        user = read_user_config(path) if path else {}
+    finally:
+        assemble.finish_loading()
+    assemble.finish_config_load(environ, user)
 
     known = gunicorn_setting_names()
     config: dict[str, Any] = {

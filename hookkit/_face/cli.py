@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from hookkit._aggregate.directory import ENV_DIR, check_named_directory
-from hookkit._core.settings import ConfigError, Settings
+from hookkit._core.settings import ConfigError
+from hookkit._dropin import assemble
 from hookkit._dropin.load import CONFIG_FILE_TEXT, read_user_config, user_config_path
 from hookkit._master_http.webconfig import load_web_config
 from hookkit._sinks.tracing.config import TracingConfig
@@ -31,8 +32,12 @@ def cmd_check(_args: argparse.Namespace) -> int:
     """Print the effective settings; non-zero on any problem."""
     try:
         path = user_config_path(os.environ)
-        user = read_user_config(path) if path else {}
-        settings = Settings.load(os.environ, user)
+        assemble.begin_config_load()
+        try:
+            user = read_user_config(path) if path else {}
+        finally:
+            assemble.finish_loading()
+        settings, sinks = assemble.preview(os.environ, user)
         tracing = TracingConfig.load(settings)
         if settings.metrics:
             load_web_config(settings.metrics_web_config)
@@ -47,6 +52,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
         return 2
     print(f"hookkit {__version__}")
     print(f"gunicorn config applied by the drop-in: {path or '(none)'}")
+    print(f"sinks: {', '.join(sinks) or '(none)'}")
     width = max(len(name) for name, _ in settings.as_rows())
     for name, value in settings.as_rows():
         print(f"{name:<{width}}  {value}")

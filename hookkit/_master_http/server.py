@@ -52,9 +52,9 @@ class _Server(HTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that broke off, or a failed TLS handshake (a plain-HTTP
-        probe of the TLS port): counted, never printed. socketserver would
-        print a traceback to stderr, outside the JSON log stream."""
-        self.endpoint.client_errors += 1
+        probe of the TLS port): ignored, never printed. socketserver would
+        print a traceback to stderr, outside the JSON log stream; the client
+        is gone and there is nothing for an operator to act on."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -104,7 +104,6 @@ class MetricsEndpoint:
         self.registry = registry
         self.web = web
         self.owner = os.getpid()
-        self.client_errors = 0
         self.refused = 0  # connections closed because MAX_CLIENTS were being served
         self._guard = threading.Condition()
         self._collecting = 0  # scrapes collecting now

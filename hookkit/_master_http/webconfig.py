@@ -1,5 +1,9 @@
 """The Prometheus exporter-toolkit web configuration file for /metrics.
 
+One module on purpose (some 575 lines): it is a self-contained port of
+exporter-toolkit's reading of that file, kept whole so that it can be read
+side by side with exporter-toolkit's own code and docs.
+
 ``HOOKKIT_METRICS_WEB_CONFIG`` names a YAML file in the format Prometheus
 exporters take with ``--web.config.file`` (exporter-toolkit's
 docs/web-configuration.md): TLS for the endpoint, and users who may scrape it

@@ -1,0 +1,1 @@
+"""One package per backend. Each is usable alone; none imports another."""

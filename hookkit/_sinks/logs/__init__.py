@@ -1,0 +1,1 @@
+"""The log sink: structured lines of gunicorn's life (structlog)."""

@@ -10,22 +10,20 @@ class is in use, and otherwise writes to stderr.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-from collections.abc import Callable
 from typing import Any
 
 import structlog
 
-from hookkit import processors
-from hookkit._core.events import REQUEST_FINISHED, Event
 from hookkit._core.http import QueryRedactor
+from hookkit._core.resets import on_reset
 from hookkit._core.settings import Settings
-from hookkit._core.stderr import NonBlockingStderrHandler, stderr
+from hookkit._core.stderr import NonBlockingStderrHandler
+from hookkit._sinks.logs import processors
 
 LOGGER_NAME = "hookkit"
-_LEVELS = {
+LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warning": logging.WARNING,
@@ -34,7 +32,7 @@ _LEVELS = {
 }
 _MARK = "_hookkit"  # attribute on the handlers hookkit added, so a reload replaces them
 
-_SHARED_PROCESSORS: list[Any] = [
+SHARED_PROCESSORS: list[Any] = [
     structlog.stdlib.add_log_level,
     processors.add_timestamp,
     processors.add_pid,
@@ -55,13 +53,13 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
     hookkit already rendered (the access line, see ``LogSink``)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        if getattr(record, _RENDERED, False):
+        if getattr(record, RENDERED, False):
             return str(record.msg)
         formatted: str = super().format(record)
         return formatted
 
 
-_RENDERED = "_hookkit_rendered"
+RENDERED = "_hookkit_rendered"
 
 
 # A URL's query string inside a message: from "?" to the next space, quote,
@@ -71,8 +69,8 @@ _redactor = QueryRedactor()
 
 
 def set_query_redactor(redactor: QueryRedactor) -> None:
-    """The names whose values are redacted in other loggers' lines (the
-    tracing settings' list: ``HOOKKIT_TRACING_REDACT_QUERY``)."""
+    """The names whose values are redacted in other loggers' lines
+    (``HOOKKIT_REDACT_QUERY``, which spans use too)."""
     global _redactor  # noqa: PLW0603 - one list per process
     _redactor = redactor
 
@@ -102,7 +100,7 @@ def make_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
         tail = [structlog.processors.format_exc_info]
     return _Formatter(
         foreign_pre_chain=[
-            *_SHARED_PROCESSORS,
+            *SHARED_PROCESSORS,
             structlog.stdlib.add_logger_name,
             redact_query_strings,
         ],
@@ -160,7 +158,7 @@ def get_logger() -> Any:
         stdlib_logger(),
         processors=[
             structlog.stdlib.filter_by_level,
-            *_SHARED_PROCESSORS,
+            *SHARED_PROCESSORS,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         wrapper_class=structlog.stdlib.BoundLogger,
@@ -168,98 +166,20 @@ def get_logger() -> Any:
     )
 
 
-class LogSink:
-    """Events as log lines: one per lifecycle event, plus the optional JSON
-    access line per request. ``request_started`` is a debug line, as
-    gunicorn's default ``pre_request`` hook logs each request at debug."""
-
-    name = "logs"
-
-    def __init__(self, settings: Settings) -> None:
-        self.access_log = settings.access_log
-        self._json = settings.log_format == "json"
-        self._log = get_logger()
-        self._stdlib = stdlib_logger()
-
-    def wants(self, name: str) -> bool:
-        """Whether a request event would be written (so that none is built
-        for nothing): ``request_finished`` with the access log on, and
-        ``request_started`` at debug level."""
-        if name == REQUEST_FINISHED:
-            return self.access_log and self._stdlib.isEnabledFor(logging.INFO)
-        return self._stdlib.isEnabledFor(logging.DEBUG)
-
-    def handle(self, event: Event) -> None:
-        """Write ``event`` as one log line."""
-        if event.name == REQUEST_FINISHED and not self.access_log:
-            return
-        # Checked here so a filtered event (request_started below debug) costs
-        # no processor run: this is on every request's path.
-        if not self._stdlib.isEnabledFor(_LEVELS[event.level]):
-            return
-        if event.name == REQUEST_FINISHED and self._json:
-            self._access_line(event)
-            return
-        method: Callable[..., Any] = getattr(self._log, event.level)
-        method(event.name, hook=event.hook, **event.fields)
-
-    def _access_line(self, event: Event) -> None:
-        """The JSON access line, rendered here: the same keys, order and
-        values as structlog's chain gives every other line, at a fraction of
-        its cost (it is written for every request). The record still goes
-        through hookkit's logger, so its handlers, files and levels apply."""
-        line: dict[str, Any] = {"event": event.name, "hook": event.hook, **event.fields}
-        line["level"] = event.level
-        for processor in _SHARED_PROCESSORS[1:]:  # the level is set above
-            line = processor(None, event.level, line)
-        text = json.dumps(line, default=repr)
-        handlers = self._stdlib.handlers
-        if (
-            len(handlers) == 1
-            and type(handlers[0]) is NonBlockingStderrHandler
-            and handlers[0].level <= logging.INFO
-            and not handlers[0].filters
-            and not self._stdlib.filters
-        ):
-            # Only hookkit's own stderr handler: no record needed.
-            stderr().write((text + "\n").encode("utf-8", "replace"))
-            return
-        record = self._stdlib.makeRecord(LOGGER_NAME, logging.INFO, "", 0, text, (), None)
-        setattr(record, _RENDERED, True)
-        self._stdlib.handle(record)
+_LAST_RESORT = logging.lastResort
 
 
-# gunicorn's Arbiter.reap_workers logs each abnormal exit status just before
-# it calls child_exit. gunicorn 27 passes the pid and signal name as args,
-# 25 and 26 format them into the message first, so the rendered text is read.
-# A signal with no name is logged as "signal N".
-_SIGNAL_LINE = re.compile(r"^Worker \(pid:(\d+)\) was sent (SIG\w+|signal (\d+))!")
-_EXIT_CODE_LINE = re.compile(r"^Worker \(pid:(\d+)\) exited with code (-?\d+)\.")
-
-ExitStatusListener = Callable[[int, "int | None", "int | None"], None]
-_exit_status_listener: ExitStatusListener | None = None
-
-
-def set_exit_status_listener(listener: ExitStatusListener | None) -> None:
-    """Called with (pid, exit_code, signal) for each reaped worker's status."""
-    global _exit_status_listener  # noqa: PLW0603 - one master per process
-    _exit_status_listener = listener
-
-
-def note_reap_line(msg: object, args: tuple[object, ...]) -> None:
-    """Pass the exit status in a reap_workers line to the listener."""
-    listener = _exit_status_listener
-    if listener is None or not isinstance(msg, str) or not msg.startswith("Worker (pid:"):
-        return
-    try:
-        text = msg % args if args else msg
-    except (TypeError, ValueError):
-        return
-    if match := _SIGNAL_LINE.match(text):
-        import signal
-
-        number = int(match.group(3)) if match.group(3) else getattr(signal, match.group(2), None)
-        if isinstance(number, int):
-            listener(int(match.group(1)), None, number)
-    elif match := _EXIT_CODE_LINE.match(text):
-        listener(int(match.group(1)), int(match.group(2)), None)
+@on_reset
+def _undo_logging() -> None:
+    """hookkit.testing.reset(): Python's last-resort handler, the ``hookkit``
+    logger without hookkit's handlers and propagating again, the default
+    query redactor."""
+    global _redactor  # noqa: PLW0603
+    logging.lastResort = _LAST_RESORT
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        if getattr(handler, _MARK, False):
+            logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+    _redactor = QueryRedactor()

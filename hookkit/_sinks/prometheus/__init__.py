@@ -1,0 +1,1 @@
+"""The Prometheus sink: multiprocess-correct metrics served by the master."""

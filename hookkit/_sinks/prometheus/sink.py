@@ -1,12 +1,17 @@
-"""hookkit's Prometheus support across gunicorn's processes.
+"""The Prometheus sink: hookkit's metrics across gunicorn's processes.
 
-In the master (``on_starting``): choose the multiprocess directory, make
+In the master (``start_master``): choose the multiprocess directory, make
 prometheus_client multiprocess with slot identities, create the metrics and
-start ``/metrics``. Per worker: a slot in ``pre_fork``, the slot's identity
-in ``post_fork``; when the worker is gone its live gauges are dropped and
-the slot freed. ``pre_exec`` hands the endpoint and directory to the new
-master; ``on_exit`` closes the endpoint and removes a private directory
-unless a re-executed master still uses it.
+serve ``/metrics`` from the master's HTTP server. Per worker: a slot in
+``before_fork``, the slot's identity in ``after_fork``; when the worker is
+gone its live gauges are dropped and the slot freed. ``hand_over`` gives the
+endpoint and directory to the re-executed master; ``stop_master`` closes the
+endpoint and removes a private directory unless a re-executed master still
+uses it.
+
+The multiprocess aggregate (``hookkit._aggregate``) and the HTTP server
+(``hookkit._master_http``) are shared infrastructure: this sink wires them
+to Prometheus's exposition format.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import gunicorn
 from prometheus_client import CollectorRegistry
 
 from hookkit._aggregate.collect import FileCollector, MasterCollector
@@ -28,18 +32,24 @@ from hookkit._aggregate.directory import (
     slot_identity,
     use_slot_identities,
 )
+from hookkit._core import events as ev
+from hookkit._core.events import Event
+from hookkit._core.http import RouteLimit, method_label
 from hookkit._core.settings import Settings, split_host_port
+from hookkit._core.sink import Fields, RequestFinished, RequestStarted, Sink
 from hookkit._master_http.server import MetricsEndpoint
 from hookkit._master_http.webconfig import load_web_config
-from hookkit._sinks.prometheus.metrics import Metrics, MetricsSink
+from hookkit._sinks.prometheus.metrics import Metrics
 from hookkit._version import __version__
 
 
-class Prometheus:
-    """The metrics state of this process (master or worker)."""
+class PrometheusSink(Sink):
+    """The metrics of this process (master or worker)."""
 
-    def __init__(self) -> None:
-        self.sink: MetricsSink | None = None
+    name = "metrics"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.metrics: Metrics | None = None
         self.directory: MetricsDir | None = None
         self.endpoint: MetricsEndpoint | None = None
@@ -47,10 +57,28 @@ class Prometheus:
         self.slots = Slots(self._slot_freed)
         self.master_pid = 0
         self._pending_slot: dict[int, int] = {}  # worker age -> slot, until post_fork
+        self._a_worker = False
+        self.routes = RouteLimit(settings.max_routes)
+        # Labelled children by label values: labels() validates and locks on
+        # every call, and every request would pay for it. The caches are
+        # bounded by the label values' bounds (methods, statuses, routes).
+        self._active: dict[str, Any] = {}
+        self._durations: dict[tuple[str, str, str, str], Any] = {}
+        self._request_bodies: dict[str, Any] = {}
+        self._response_bodies: dict[str, Any] = {}
 
-    def start_master(self, server: Any, settings: Settings, sink_names: list[str]) -> MetricsSink:
+    def configure(self, settings: Settings) -> None:
+        """Use ``settings`` after a reload (the endpoint stays where it is)."""
+        self.settings = settings
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start_master(self, server: Any) -> None:
         """Set everything up in the master, before the first fork. A bad
-        directory or a port in use stops start-up (SystemExit / ConfigError)."""
+        directory, web config or a port in use stops start-up (ConfigError)."""
+        if self.metrics is not None:
+            return  # started once per master; a reload keeps it
+        settings = self.settings
         self.master_pid = os.getpid()
         reexec = "GUNICORN_PID" in os.environ
         web = load_web_config(settings.metrics_web_config)
@@ -62,8 +90,8 @@ class Prometheus:
         set_identity(master_identity(self.master_pid))
         use_slot_identities()
         self.metrics = Metrics(timeout=float(server.cfg.timeout or 0))
-        self.metrics.start_series(sink_names)
-        self.sink = MetricsSink(self.metrics, settings.max_routes)
+        self.metrics.start_series(())
+        import gunicorn
 
         self.files = FileCollector(self.directory.path)
         registry = CollectorRegistry(auto_describe=False)
@@ -90,7 +118,23 @@ class Prometheus:
             self.directory.remove()
             raise
         self.endpoint.start()
-        return self.sink
+        if not self.directory.private and self.directory.world_writable:
+            self.emit_event(
+                ev.METRICS_DIRECTORY_WORLD_WRITABLE,
+                "warning",
+                "on_starting",
+                path=self.directory.path,
+                note="any user of this machine can create files in the multiprocess "
+                "directory, and so plant files that the metrics are read from or written "
+                "through; fine in a container's own emptyDir, otherwise give it mode 0700",
+            )
+
+    def server_ready(self, server: Any) -> Fields:
+        """Where /metrics is served and the directory, for ``server_ready``."""
+        return {
+            "metrics_endpoint": self.url(),
+            "metrics_directory": self.directory.path if self.directory else None,
+        }
 
     def url(self) -> str | None:
         """Where /metrics is served, once it is."""
@@ -105,14 +149,15 @@ class Prometheus:
         """The slot of the live worker of ``age``."""
         return self.slots.by_age.get(age)
 
-    def pre_fork(self, age: int) -> None:
+    def before_fork(self, age: int) -> None:
         """Master: the next worker's slot."""
         if self.directory is not None:
             self._pending_slot[age] = self.slots.take(age)
 
-    def post_fork(self, age: int) -> None:
+    def after_fork(self, age: int) -> None:
         """Worker: write metrics under the slot's identity; drop the
         master's socket copy."""
+        self._a_worker = True
         if self.endpoint is not None:
             self.endpoint.close_in_child()
             self.endpoint = None
@@ -121,7 +166,12 @@ class Prometheus:
         if slot is not None:
             set_identity(slot_identity(self.master_pid, slot))
 
-    def own_process(self, kind: str) -> None:
+    def start_worker(self, worker: Any) -> None:
+        """A dirty worker (no ``after_fork`` ran in it) writes files of its own."""
+        if not self._a_worker:
+            self._own_process("d")
+
+    def _own_process(self, kind: str) -> None:
         """A process forked from the master that is not a gunicorn worker (the
         dirty arbiter and its workers): metrics it writes (an app's own, a
         sink error) go to files of its own, never into the master's."""
@@ -140,12 +190,12 @@ class Prometheus:
         if self.directory is not None:
             self.directory.mark_dead(slot_identity(self.master_pid, slot))
 
-    def pre_exec(self, server: Any) -> None:
+    def hand_over(self, server: Any) -> None:
         """USR2 child, just before exec: hand the endpoint over."""
         if self.endpoint is not None:
             self.endpoint.hand_over(server.cfg.env_orig)
 
-    def exit_master(self, server: Any) -> None:
+    def stop_master(self, server: Any) -> None:
         """Master exits: stop serving; a private directory goes unless a
         re-executed master (USR2) is still using it."""
         if self.endpoint is not None:
@@ -161,3 +211,84 @@ class Prometheus:
         predecessor_alive = bool(server.master_pid) and server.master_pid == os.getppid()
         if not successor_alive and not predecessor_alive:
             self.directory.remove()
+
+    def count_errors(self, sink: str, count: int) -> None:
+        """``hookkit_sink_errors_total{sink}``; 0 creates the series."""
+        if self.metrics is not None:
+            self.metrics.sink_errors.labels(sink).inc(count)
+
+    # -- events ----------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        """Update the metrics ``event`` concerns."""
+        m = self.metrics
+        if m is None:
+            return
+        name, fields = event.name, event.fields
+        if name == ev.WORKER_SPAWNING:
+            m.spawns.inc()
+        elif name == ev.WORKER_BOOTED:
+            boot = fields.get("boot_duration_seconds")
+            if isinstance(boot, (int, float)):
+                m.boot_duration.observe(boot)
+        elif name == ev.WORKER_EXITED:
+            m.exits.labels(str(fields.get("reason", "unknown"))).inc()
+            uptime = fields.get("uptime_seconds")
+            if isinstance(uptime, (int, float)):
+                m.lifetime.observe(uptime)
+        elif name == ev.SERVER_RELOADED:
+            m.reloads.inc()
+        elif name == ev.DIRTY_ARBITER_STARTING:
+            self._own_process("d")
+
+    # -- requests --------------------------------------------------------
+
+    def wants(self, method: str) -> bool:
+        """Requests are counted where the master made the metrics."""
+        return self.metrics is not None
+
+    def request_started(self, request: RequestStarted) -> None:
+        """A request began: one more in flight."""
+        if self.metrics is None:
+            return
+        label = method_label(request.method)
+        child = self._active.get(label)
+        if child is None:
+            child = self._active[label] = self.metrics.active_requests.labels(label)
+        child.inc()
+
+    def request_finished(self, request: RequestFinished) -> None:
+        """A request ended: one fewer in flight, its duration and sizes."""
+        m = self.metrics
+        if m is None:
+            return
+        # One unpacking: cheaper than eight attribute reads, on every request.
+        _, method, _, route, status, duration, request_bytes, response_bytes, error_type = request[
+            :9
+        ]
+        label = method_label(method)
+        active = self._active.get(label)
+        if active is None:
+            active = self._active[label] = m.active_requests.labels(label)
+        active.dec()
+        key = (
+            label,
+            str(status) if status is not None else "",
+            self.routes.label(route),
+            error_type or "",
+        )
+        child = self._durations.get(key)
+        if child is None:
+            child = self._durations[key] = m.request_duration.labels(*key)
+        child.observe(duration)
+        m.busy.inc(duration)
+        if request_bytes is not None:
+            body = self._request_bodies.get(label)
+            if body is None:
+                body = self._request_bodies[label] = m.request_body.labels(label)
+            body.observe(request_bytes)
+        if response_bytes is not None:
+            body = self._response_bodies.get(label)
+            if body is None:
+                body = self._response_bodies[label] = m.response_body.labels(label)
+            body.observe(response_bytes)

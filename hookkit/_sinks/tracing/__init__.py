@@ -1,0 +1,1 @@
+"""The tracing sink: an OpenTelemetry SERVER span per request."""

@@ -88,9 +88,7 @@ class TracingConfig:
             own_provider=own,
             endpoint=endpoint,
             excluded=_excluded(env, settings),
-            redactor=QueryRedactor(
-                DEFAULT_SENSITIVE_QUERY + parse_list(settings.tracing_redact_query)
-            ),
+            redactor=QueryRedactor(DEFAULT_SENSITIVE_QUERY + parse_list(settings.redact_query)),
             request_headers=_capture(env, CAPTURE_REQUEST, sanitize),
             response_headers=_capture(env, CAPTURE_RESPONSE, sanitize),
             flush_seconds=settings.tracing_flush_seconds,

@@ -3,7 +3,7 @@
 Lifecycle, per process:
 
 - master: nothing is built; the configuration was checked at start-up
-  (``_tracing_config``), so no export thread ever runs in the master and
+  (``config``), so no export thread ever runs in the master and
   nothing crosses a fork;
 - worker, once the app is loaded (``post_worker_init``, or
   ``dirty_worker_init``): an SDK tracer provider the app or
@@ -28,22 +28,35 @@ them in a daemon thread and waits for it at most the bound.
 from __future__ import annotations
 
 import atexit
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from hookkit._core.http import OTHER_METHOD, method_attributes, request_headers, split_host
-from hookkit._core.requests import RequestOutcome, RequestScope
-from hookkit._sinks.prometheus.metrics import OTHER, RouteLimit
+from hookkit._core import events as ev
+from hookkit._core.events import Event
+from hookkit._core.http import (
+    OTHER_METHOD,
+    RouteLimit,
+    header_pairs,
+    method_attributes,
+    request_headers,
+    split_host,
+)
+from hookkit._core.settings import Settings
+from hookkit._core.sink import Fields, RequestFinished, RequestStarted, Sink, SpanIds
 from hookkit._sinks.tracing.config import TracingConfig
+from hookkit._sinks.tracing.export import (
+    ReportingExporter,
+    installed,
+    make_exporter,
+    run_bounded,
+)
 from hookkit._version import __version__
 
 ABORT_FLUSH_SECONDS = 0.5  # gunicorn SIGKILLs an aborted worker about a second later
@@ -54,10 +67,6 @@ PROVIDER_HOOKKIT = "hookkit"  # built by hookkit from the OTEL_* variables
 PROVIDER_APP = "app"  # installed by the app or opentelemetry-instrument
 PROVIDER_NONE = "none"  # tracing on, but nothing asked for export: no spans
 PROVIDER_OFF = "off"
-
-
-class ExportFailed(Exception):
-    """An exporter reported that a batch of spans was not delivered."""
 
 
 class _HeaderGetter(Getter[Mapping[str, list[str]]]):
@@ -83,63 +92,40 @@ class _HeaderGetter(Getter[Mapping[str, list[str]]]):
 _GETTER = _HeaderGetter()
 
 
-class _ReportingExporter(SpanExporter):
-    """An exporter whose failures are counted and reported by hookkit
-    (``hookkit_sink_errors_total{sink="tracing"}`` and a rate-limited line)."""
-
-    def __init__(self, exporter: SpanExporter, name: str, report: Callable[[Exception], None]):
-        self.exporter = exporter
-        self.name = name
-        self.report = report
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self.exporter.export(spans)
-        except Exception as exc:
-            self.report(exc)
-            return SpanExportResult.FAILURE
-        if result is not SpanExportResult.SUCCESS:
-            self.report(ExportFailed(f"{self.name} exporter dropped {len(spans)} spans"))
-        return result
-
-    def shutdown(self) -> None:
-        self.exporter.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.exporter.force_flush(timeout_millis)
-
-
-def run_bounded(target: Callable[[], object], seconds: float, name: str) -> bool:
-    """Run ``target`` in a daemon thread and wait for it at most ``seconds``;
-    True when it finished in time."""
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    return not thread.is_alive()
-
-
-class Tracing:
+class TracingSink(Sink):
     """The tracing sink of one process."""
 
     name = "tracing"
 
-    def __init__(self) -> None:
-        self.config = TracingConfig()
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        # A ConfigError names the variable (environ: the OTEL_* variables, by
+        # default os.environ).
+        self.config = TracingConfig.load(settings, environ)
         self.provider: Any = None
         self.tracer: trace.Tracer | None = None
         self.provider_kind = PROVIDER_OFF
-        self.report: Callable[[Exception], None] = lambda exc: None
+        self.age: int | None = None  # this worker's, after the fork
         self._propagator: Any = None
         self._span_attributes: dict[str, Any] = {}
-        self._routes = RouteLimit(100)
+        self._routes = RouteLimit(settings.max_routes)
         self._stopped = False
         self._base_resource: Any = None
         self._server_spans: Any = None  # hookkit's own span maker, see _spans
+        # The span of each request in flight and the token of its attached
+        # context, by RequestStarted.key.
+        self._spans: dict[int, tuple[Any, Any]] = {}
 
-    def configure(self, config: TracingConfig, max_routes: int = 100) -> None:
-        """Use ``config`` (checked at start-up, in the master)."""
-        self.config = config
-        self._routes = RouteLimit(max_routes)
+    def configure(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        """Use ``settings`` (checked at start-up, in the master)."""
+        self.config = TracingConfig.load(settings, environ)
+        self._routes = RouteLimit(settings.max_routes)
+
+    # -- master ----------------------------------------------------------
+
+    def start_master(self, server: Any) -> Fields:
+        """Import what the workers will need; say what tracing will do."""
+        self.preload()
+        return {"tracing": self.config.describe()}
 
     def preload(self) -> None:
         """Import, in the master, what each worker will build its provider
@@ -170,7 +156,26 @@ class Tracing:
 
     # -- per worker ------------------------------------------------------
 
-    def start_worker(self, identity: Mapping[str, Any], service_name: str | None) -> str:
+    def after_fork(self, age: int) -> None:
+        """This worker's age (a resource attribute); no span of the master's."""
+        self.age = age
+        self._spans.clear()
+
+    def start_worker(self, worker: Any) -> Fields:
+        """Find or build this worker's tracer provider, once the app is loaded
+        (gevent has patched by then, and the app may have installed its own).
+        A failure here costs the worker its spans, never its boot."""
+        master_pid = getattr(worker, "ppid", None) or os.getppid()
+        identity = worker_identity(os.getpid(), master_pid, self.age)
+        service_name = getattr(getattr(worker, "cfg", None), "proc_name", None)
+        try:
+            return {"tracing": self.start_provider(identity, service_name or None)}
+        except Exception as exc:
+            self.tracer = None
+            self.report_error("setting tracing up", exc)
+            return {"tracing": "error"}
+
+    def start_provider(self, identity: Mapping[str, Any], service_name: str | None) -> str:
         """Find or build this worker's tracer provider; returns which
         (``PROVIDER_*``). ``identity`` is the worker's pid, master pid and
         age, as resource attributes (or span attributes on the app's provider)."""
@@ -181,7 +186,7 @@ class Tracing:
         if not self.config.enabled:
             return self.provider_kind
         current = trace.get_tracer_provider()
-        if _installed(current):
+        if installed(current):
             self.provider = current
             self.provider_kind = PROVIDER_APP
             self._span_attributes = dict(identity)
@@ -203,6 +208,28 @@ class Tracing:
         atexit.register(self.shutdown, self.config.flush_seconds)
         return self.provider_kind
 
+    def wants(self, method: str) -> bool:
+        """Spans only where a tracer was found or built (this worker's)."""
+        return self.tracer is not None
+
+    def _export_failed(self, exc: Exception) -> None:
+        self.report_error("exporting spans", exc)
+
+    def stop_worker(self, seconds: float) -> None:
+        """The worker leaves: flush and shut down within ``seconds``."""
+        self.shutdown(seconds)
+
+    def handle(self, event: Event) -> None:
+        """Flush on worker_int; end the stuck spans on worker_abort; mark a
+        slow request's span."""
+        name = event.name
+        if name == ev.WORKER_INTERRUPTED:
+            self.flush()
+        elif name == ev.WORKER_ABORTED:
+            self.abort(event.fields)
+        elif name == ev.REQUEST_SLOW:
+            self.slow(event.fields)
+
     def _build_provider(self, identity: Mapping[str, Any], service_name: str | None) -> Any:
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -222,7 +249,7 @@ class Tracing:
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         processors = []
         for name in self.config.exporters:
-            exporter = _ReportingExporter(_make_exporter(name), name, self.report)
+            exporter = ReportingExporter(make_exporter(name), name, self._export_failed)
             processors.append(BatchSpanProcessor(exporter))
             provider.add_span_processor(processors[-1])
         if set(self.config.exporters) <= {"otlp"}:
@@ -235,11 +262,12 @@ class Tracing:
 
     # -- per request -----------------------------------------------------
 
-    def begin(self, scope: RequestScope, req: object) -> None:
+    def request_started(self, request: RequestStarted) -> SpanIds | None:
         """Start the request's SERVER span and make it current."""
         tracer = self.tracer
         if tracer is None:
-            return
+            return None
+        req = request.request
         config = self.config
         headers = request_headers(req)
         by_name: dict[str, list[str]] = {}
@@ -247,13 +275,13 @@ class Tracing:
             by_name.setdefault(name, []).append(value)
         scheme = getattr(req, "scheme", None) or "http"
         host = by_name.get("host")
-        path = scope.path
+        path = request.path
         if config.excluded is not None and config.excluded.search(
             f"{scheme}://{host[0] if host else ''}{path}"
         ):
-            return
+            return None
         parent = self._propagator.extract(by_name, context=Context(), getter=_GETTER)
-        method, original = method_attributes(scope.method)
+        method, original = method_attributes(request.method)
         attributes = self._attributes(
             req,
             headers=headers,
@@ -270,8 +298,12 @@ class Tracing:
             span = tracer.start_span(
                 name, context=parent, kind=SpanKind.SERVER, attributes=attributes
             )
-        scope.span = span
-        scope.context_token = otel_context.attach(trace.set_span_in_context(span, parent))
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        self._spans[request.key] = (span, token)
+        # The span's context has the ids as integers: formatted only where
+        # a line shows them.
+        ids: SpanIds = span.get_span_context()
+        return ids
 
     def _attributes(
         self,
@@ -319,43 +351,29 @@ class Tracing:
             attributes.update(self._span_attributes)
         return attributes
 
-    def end(
-        self,
-        scope: RequestScope,
-        outcome: RequestOutcome,
-        route: str | None,
-        environ: object,
-        resp: object,
-    ) -> None:
+    def request_finished(self, request: RequestFinished) -> None:
         """End the request's span with what the client received, and leave
         its context."""
-        span: Any = scope.span
-        token: Any = scope.context_token
-        scope.span = None
-        scope.context_token = None
+        entry = self._spans.pop(request.key, None)
+        if entry is None:
+            return
+        span, token = entry
         try:
             if span is not None:
-                self._finish(span, outcome, route, environ, resp)
+                self._finish(span, request)
         finally:
-            if token is not None:
-                otel_context.detach(token)
+            otel_context.detach(token)
 
-    def _finish(
-        self,
-        span: Any,
-        outcome: RequestOutcome,
-        route: str | None,
-        environ: object,
-        resp: object,
-    ) -> None:
+    def _finish(self, span: Any, outcome: RequestFinished) -> None:
         if not span.is_recording():  # not sampled: only the context mattered
             span.end()
             return
         status = outcome.status
         if status is not None:
             span.set_attribute("http.response.status_code", status)
-        label = self._routes.label(route)
-        if label and label != OTHER:
+        label = self._routes.label(outcome.route)
+        environ, resp = outcome.environ, outcome.response
+        if label and label != OTHER_METHOD:
             span.set_attribute("http.route", label)
             method = span.attributes.get("http.request.method")
             span.update_name(f"{method if method != OTHER_METHOD else 'HTTP'} {label}")
@@ -366,7 +384,7 @@ class Tracing:
         if self.config.response_headers and resp is not None:
             span.set_attributes(
                 self.config.response_headers.attributes(
-                    "http.response.header.", _response_headers(resp)
+                    "http.response.header.", header_pairs(getattr(resp, "headers", None))
                 )
             )
         error = outcome.error_type
@@ -380,29 +398,27 @@ class Tracing:
                 span.set_status(Status(StatusCode.ERROR))
         span.end()
 
-    def abort(
-        self,
-        scopes: Iterable[RequestScope],
-        stack: Callable[[RequestScope], str | None],
-        timeout: object,
-    ) -> bool:
-        """gunicorn is aborting this worker (its timeout): end every span in
-        flight as a timeout error with the stuck stack, then flush. Returns
-        whether the flush finished in time."""
+    def abort(self, fields: Fields) -> bool:
+        """gunicorn is aborting this worker (its timeout; ``worker_aborted``'s
+        fields): end every span in flight as a timeout error with the stuck
+        stack, then flush. Returns whether the flush finished in time."""
+        stacks = _by_span_id(fields.get("requests_in_flight"), "stack")
+        timeout = fields.get("timeout")
         ended = 0
-        for scope in scopes:
-            span: Any = scope.span
+        for key, (span, token) in list(self._spans.items()):
             if span is None:
                 continue
-            scope.span = None  # post_request, if it still runs, only leaves the context
+            # post_request, if it still runs, only leaves the context.
+            self._spans[key] = (None, token)
             span.set_attribute("error.type", TIMEOUT_ERROR)
+            span_id = format(span.get_span_context().span_id, "016x")
             span.add_event(
                 "exception",
                 {
                     "exception.type": "WorkerTimeout",
                     "exception.message": f"gunicorn aborted the worker: the request ran "
                     f"past its timeout ({timeout} s)",
-                    "exception.stacktrace": stack(scope) or "",
+                    "exception.stacktrace": str(stacks.get(span_id) or ""),
                 },
             )
             span.set_status(Status(StatusCode.ERROR, "worker timeout"))
@@ -412,19 +428,23 @@ class Tracing:
             return True
         return self.flush(min(ABORT_FLUSH_SECONDS, self.config.flush_seconds))
 
-    def slow(self, scope: RequestScope, stack: str | None, threshold: float) -> None:
-        """The watchdog found the request past its threshold: a span event."""
-        span: Any = scope.span
-        if span is None:
+    def slow(self, fields: Fields) -> None:
+        """The watchdog found a request past its threshold (``request_slow``'s
+        fields): a span event on its span."""
+        span_id = fields.get("span_id")
+        if span_id is None:
             return
-        span.add_event(
-            "request_slow",
-            {
-                "hookkit.elapsed_seconds": round(scope.elapsed(), 6),
-                "hookkit.threshold_seconds": threshold,
-                "code.stacktrace": stack or "",
-            },
-        )
+        for span, _token in list(self._spans.values()):
+            if span is not None and format(span.get_span_context().span_id, "016x") == span_id:
+                span.add_event(
+                    "request_slow",
+                    {
+                        "hookkit.elapsed_seconds": fields.get("elapsed_seconds") or 0.0,
+                        "hookkit.threshold_seconds": fields.get("threshold_seconds") or 0.0,
+                        "code.stacktrace": str(fields.get("stack") or ""),
+                    },
+                )
+                return
 
     # -- flushing --------------------------------------------------------
 
@@ -454,50 +474,13 @@ class Tracing:
         return run_bounded(shutdown, bound, "hookkit-trace-shutdown")
 
 
-def span_ids(scope: RequestScope) -> dict[str, str]:
-    """``trace_id`` and ``span_id`` of the request's span, for log lines
-    written outside the request's own context (the watchdog, an abort)."""
-    span: Any = scope.span
-    if span is None:
-        return {}
-    context = span.get_span_context()
-    return {
-        "trace_id": format(context.trace_id, "032x"),
-        "span_id": format(context.span_id, "016x"),
-    }
-
-
-def _installed(provider: object) -> bool:
-    """Whether someone installed a real tracer provider (not the API's
-    proxy placeholder, nor a deliberate no-op)."""
-    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
-        return False
-    return provider is not None
-
-
-def _make_exporter(name: str) -> SpanExporter:
-    if name == "otlp":
-        from hookkit._sinks.tracing.otlp_encode import FastOTLPSpanExporter
-
-        return FastOTLPSpanExporter()
-    if name == "otlp_grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
-            OTLPSpanExporter as GrpcSpanExporter,
-        )
-
-        exporter: SpanExporter = GrpcSpanExporter()
-        return exporter
-    if name == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        return ConsoleSpanExporter()
-    from importlib import metadata
-
-    for entry in metadata.entry_points(group="opentelemetry_traces_exporter"):
-        if entry.name == name:
-            made: SpanExporter = entry.load()()
-            return made
-    raise LookupError(f"no span exporter named {name!r}")
+def _by_span_id(requests: object, key: str) -> dict[str, object]:
+    """``key`` of each request in an event's ``requests_in_flight``, by span id."""
+    found: dict[str, object] = {}
+    for request in requests if isinstance(requests, list) else ():
+        if isinstance(request, dict) and isinstance(request.get("span_id"), str):
+            found[request["span_id"]] = request.get(key)
+    return found
 
 
 def _protocol_version(version: object) -> str | None:
@@ -507,16 +490,6 @@ def _protocol_version(version: object) -> str | None:
     if isinstance(version, str) and version:
         return version.removeprefix("HTTP/")
     return None
-
-
-def _response_headers(resp: object) -> list[tuple[str, str]]:
-    headers = getattr(resp, "headers", None) or ()
-    pairs: list[tuple[str, str]] = []
-    for name, value in headers:
-        text = name.decode("latin-1") if isinstance(name, bytes) else str(name)
-        val = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-        pairs.append((text, val))
-    return pairs
 
 
 def worker_identity(pid: int, master_pid: int, age: int | None) -> dict[str, Any]:

@@ -1,0 +1,158 @@
+"""The request path: ``pre_request`` to ``post_request``, to each sink.
+
+Every request pays for this module, so it does as little as it can:
+
+- ``pre_request`` opens the request's scope (``InFlight``), builds one
+  ``RequestStarted`` (a named tuple) and calls, in the order the drop-in
+  declared (tracing first, so its span is current for the others and for
+  the app), the ``request_started`` of the sinks that override it. A sink
+  that started a span returns its ids, kept on the scope.
+- ``post_request`` closes the scope, resolves what the client received
+  (``resolve_status``), builds one ``RequestFinished`` and calls the sinks'
+  ``request_finished`` (the access line before the span ends, so that it
+  carries the trace id).
+- an ``Event`` is built only when a configured sink asked for request
+  events (``request_events = True``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hookkit._core import events as ev
+from hookkit._core.dispatch import Dispatcher
+from hookkit._core.events import Event
+from hookkit._core.exits import WorkerRecord
+from hookkit._core.http import content_length
+from hookkit._core.requests import InFlight, RequestScope
+from hookkit._core.routes import route_from_environ
+from hookkit._core.sink import RequestFinished, RequestStarted, span_id_fields
+
+TIMEOUT_ERROR = "timeout"  # error.type of a request its worker's timeout aborted
+
+_new = tuple.__new__
+
+
+class RequestPath:
+    """The requests of this worker process and their way to the sinks."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.in_flight = InFlight()
+        self.pid = 0  # refreshed after each fork by the runtime
+        # See _core.requests.resolve_status: whether the worker class
+        # answers a request its timeout aborted (the sync worker does).
+        self.answers_system_exit = True
+        self.aborting = False
+        self.record: WorkerRecord | None = None  # the worker's, for its request count
+
+    def reset(self, pid: int, record: WorkerRecord | None) -> None:
+        """A new worker: nothing in flight."""
+        self.in_flight = InFlight()
+        self.aborting = False
+        self.pid = pid
+        self.record = record
+
+    def pre_request(self, req: Any) -> None:
+        """gunicorn's ``pre_request``; never raises."""
+        try:
+            key = id(req)
+            scope = self.in_flight.begin(req, key)
+            dispatcher = self.dispatcher
+            # tuple.__new__ directly: a named tuple's own __new__ is a Python
+            # function, a frame more on every request.
+            started = _new(RequestStarted, (key, scope.method, scope.path, req))
+            for name, method in dispatcher.request_started:
+                try:
+                    ids = method(started)
+                except Exception as exc:
+                    dispatcher.failed(name, "on request_started", exc)
+                    continue
+                if ids is not None:
+                    scope.ids = ids
+            if dispatcher.request_event_sinks:
+                fields = {"method": scope.method, "path": scope.path}
+                event = Event(ev.REQUEST_STARTED, "pre_request", "debug", fields, self.pid)
+                dispatcher.emit_to(dispatcher.request_event_sinks, event)
+        except Exception as exc:
+            self.dispatcher.internal_error("pre_request", exc)
+
+    def post_request(self, req: Any, environ: Any, resp: Any) -> None:
+        """gunicorn's ``post_request``; never raises."""
+        try:
+            closed = self.in_flight.finish(req, resp, self.answers_system_exit)
+            if closed is None:
+                return
+            scope, outcome = closed
+            record = self.record
+            if record is not None:
+                record.add_request()
+            route = (
+                route_from_environ(environ) if isinstance(environ, dict) else None
+            ) or scope.route
+            error_type = outcome.error_type
+            if self.aborting and error_type == "SystemExit":
+                error_type = TIMEOUT_ERROR
+            finished = _new(
+                RequestFinished,
+                (
+                    id(req),
+                    scope.method,
+                    scope.path,
+                    route,
+                    outcome.status,
+                    outcome.duration,
+                    content_length(req, environ),
+                    outcome.response_bytes,
+                    error_type,
+                    outcome.exception,
+                    scope.ids,
+                    environ,
+                    resp,
+                ),
+            )
+            dispatcher = self.dispatcher
+            for name, method in dispatcher.request_finished:
+                try:
+                    method(finished)
+                except Exception as exc:
+                    dispatcher.failed(name, "on request_finished", exc)
+            if dispatcher.request_event_sinks:
+                dispatcher.emit_to(
+                    dispatcher.request_event_sinks, finished_event(finished, self.pid)
+                )
+        except Exception as exc:
+            self.dispatcher.internal_error("post_request", exc)
+
+    def note_error(self, exc: BaseException | None) -> None:
+        """gunicorn logged ``exc`` while handling the current request (the
+        ASGI worker catches the app's exception before ``post_request``)."""
+        if exc is None or not self.in_flight.scopes:
+            return
+        scope = self.in_flight.current()
+        if scope is not None and scope.error is None:
+            scope.error = exc
+
+
+def finished_event(finished: RequestFinished, pid: int) -> Event:
+    """``request_finished`` as an Event, for sinks that want events."""
+    fields: dict[str, object] = {
+        "method": finished.method,
+        "path": finished.path,
+        "status": finished.status,
+        "duration_seconds": round(finished.duration, 6),
+        "response_bytes": finished.response_bytes,
+        "request_bytes": finished.request_bytes,
+        "route": finished.route,
+        "error_type": finished.error_type,
+    }
+    if finished.span_ids is not None:
+        fields.update(span_id_fields(finished.span_ids))
+    return Event(ev.REQUEST_FINISHED, "post_request", "info", fields, pid)
+
+
+def span_fields(scope: RequestScope) -> dict[str, str]:
+    """``trace_id`` and ``span_id`` of the request's span, for lines written
+    outside the request's own context (the watchdog, an abort)."""
+    ids = scope.ids
+    return {} if ids is None else span_id_fields(ids)

@@ -1,0 +1,177 @@
+"""The composition root: the only module that names every sink.
+
+Which sinks exist follows the settings (``HOOKKIT_LOGS``, ``_METRICS``;
+the tracing sink is always there and ``HOOKKIT_TRACING`` turns its spans
+off); users add their own with ``hookkit.configure(sinks=[...])``.
+The order of the sinks is declared here, once:
+
+- events and lifecycle: metrics, logs, tracing, then the user's sinks in
+  the order given (once an event's line is written, its metrics are
+  already counted: a scrape that follows a line agrees with it);
+- ``request_started``: tracing first, so that its span is the current
+  context for the other sinks and for the app;
+- ``request_finished``: tracing last, so that the access line (and every
+  other sink) runs while the span is current and carries its ids.
+
+hookkit's own sinks are made once per process and reconfigured on a reload
+(the metrics endpoint and directory live as long as the master). A user's
+sinks are the instances the last configuration gave: a SIGHUP runs the
+user's config again, the runtime stops the replaced instances and starts
+the new ones.
+
+``hookkit.configure(...)`` called while the drop-in reads the user's config
+is recorded, and applied once, when the drop-in has read it
+(``begin_config_load`` / ``finish_config_load``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from hookkit._core.resets import on_reset
+from hookkit._core.runtime import RUNTIME
+from hookkit._core.settings import ConfigError, Settings
+from hookkit._core.sink import RESERVED_NAMES, Sink
+from hookkit._sinks.logs.sink import LogSink, configure_process_logging
+from hookkit._sinks.prometheus.sink import PrometheusSink
+from hookkit._sinks.tracing.sink import TracingSink
+
+
+@dataclass
+class _Requested:
+    """What ``hookkit.configure`` asked for in the config being read."""
+
+    overrides: dict[str, object] = field(default_factory=dict)
+    sinks: tuple[Sink, ...] = ()
+    loading: bool = False  # the drop-in is reading the user's config
+
+
+_requested = _Requested()
+_own: dict[str, Sink] = {}  # hookkit's own sinks of this process, by name
+
+
+@on_reset
+def _forget() -> None:
+    """hookkit.testing.reset(): no sinks made, nothing requested."""
+    global _requested  # noqa: PLW0603
+    _requested = _Requested()
+    _own.clear()
+
+
+def check_user_sinks(sinks: object) -> tuple[Sink, ...]:
+    """The user's sinks, checked: instances of ``hookkit.Sink`` with unique
+    names that are not hookkit's own."""
+    if not isinstance(sinks, Sequence) or isinstance(sinks, (str, bytes)):
+        raise ConfigError("sinks: expected a list of hookkit.Sink instances")
+    seen: set[str] = set()
+    for sink in sinks:
+        if not isinstance(sink, Sink):
+            raise ConfigError(
+                f"sinks: {sink!r} is not a hookkit.Sink (subclass hookkit.Sink and "
+                "override the methods it needs)"
+            )
+        name = getattr(sink, "name", "")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"sinks: {type(sink).__name__} has no name (set its `name`)")
+        if name in RESERVED_NAMES:
+            raise ConfigError(
+                f"sinks: the name {name!r} of {type(sink).__name__} is hookkit's own; "
+                f"choose another (taken: {', '.join(sorted(RESERVED_NAMES))})"
+            )
+        if name in seen:
+            raise ConfigError(f"sinks: two sinks are named {name!r}; names must be unique")
+        seen.add(name)
+    return tuple(sinks)
+
+
+def own_sinks(settings: Settings) -> list[Sink]:
+    """hookkit's sinks the settings turn on, in event order; made once per
+    process, reconfigured afterwards. A bad tracing variable raises
+    ConfigError before anything changes."""
+    wanted: list[tuple[str, type]] = []
+    if settings.metrics:
+        wanted.append(("metrics", PrometheusSink))
+    if settings.logs:
+        wanted.append(("logs", LogSink))
+    # Always there: with tracing off it says why (master_starting's
+    # ``tracing`` field) and makes no span, at the cost it always had.
+    wanted.append(("tracing", TracingSink))
+    made: list[Sink] = []
+    for name, cls in wanted:
+        sink = _own.get(name)
+        if sink is None:
+            sink = cls(settings)
+        else:
+            sink.configure(settings)  # type: ignore[attr-defined]
+        made.append(sink)
+    # Kept only once every one was made: a ConfigError changes nothing.
+    _own.update({sink.name: sink for sink in made})
+    return made
+
+
+def apply(settings: Settings, user_sinks: Sequence[Sink] = ()) -> None:
+    """Configure this process's runtime: ``settings``, hookkit's sinks and
+    the user's."""
+    own = own_sinks(settings)
+    configure_process_logging(settings)
+    sinks = [*own, *user_sinks]
+    tracing = [sink for sink in own if sink.name == "tracing"]
+    others = [sink for sink in sinks if sink.name != "tracing"]
+    RUNTIME.use(settings, sinks, started_order=tracing + others, finished_order=others + tracing)
+
+
+def configure(
+    overrides: Mapping[str, object], sinks: Sequence[Sink] | None, environ: Mapping[str, str]
+) -> Settings:
+    """``hookkit.configure``: settings over the environment's, and the user's
+    sinks. Applied now, or, while the drop-in reads the user's config, once
+    it has read it."""
+    Settings().replace(**overrides)  # a bad name or value raises now
+    checked = check_user_sinks(sinks) if sinks is not None else None
+    _requested.overrides = dict(overrides)
+    if checked is not None:
+        _requested.sinks = checked
+    settings = Settings.load(environ).replace(**overrides)
+    if not _requested.loading:
+        apply(settings, _requested.sinks)
+    return settings
+
+
+def configure_from_environment() -> None:
+    """No configuration yet (single hooks): the environment's settings."""
+    apply(Settings.load().replace(**_requested.overrides), _requested.sinks)
+
+
+def begin_config_load() -> None:
+    """The drop-in is about to read the user's config: forget what the last
+    one asked for (a reload must not keep a removed sink)."""
+    _requested.overrides = {}
+    _requested.sinks = ()
+    _requested.loading = True
+
+
+def finish_loading() -> None:
+    """The drop-in finished reading the user's config (or failed to)."""
+    _requested.loading = False
+
+
+def finish_config_load(environ: Mapping[str, str], user: Mapping[str, object]) -> Settings:
+    """The drop-in read the user's config: apply it, with what its
+    ``hookkit.configure`` calls asked for."""
+    settings = Settings.load(environ, user).replace(**_requested.overrides)
+    apply(settings, _requested.sinks)
+    return settings
+
+
+def preview(environ: Mapping[str, str], user: Mapping[str, object]) -> tuple[Settings, list[str]]:
+    """``hookkit check``: the settings and the sinks' names a start would use,
+    without starting anything."""
+    _requested.loading = False
+    settings = Settings.load(environ, user).replace(**_requested.overrides)
+    names = [name for name, on in _OWN_NAMES if on is None or getattr(settings, on)]
+    TracingSink(settings)  # checks the OTEL_* variables
+    return settings, [*names, *(sink.name for sink in _requested.sinks)]
+
+
+_OWN_NAMES = (("metrics", "metrics"), ("logs", "logs"), ("tracing", None))
