@@ -30,10 +30,13 @@ def fresh_runtime() -> Iterator[None]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without HOOKKIT_* variables, with the
-    tests' apps importable, plus ``extra``."""
+    """The test process's environment without HOOKKIT_*, GUNICORN_*, OTEL_*
+    variables and PROMETHEUS_MULTIPROC_DIR, with the tests' apps importable,
+    plus ``extra``."""
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("HOOKKIT_", "GUNICORN_", "OTEL_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HOOKKIT_", "GUNICORN_", "OTEL_", "PROMETHEUS_MULTIPROC_DIR"))
     }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH", "")]))
     env.update(extra)

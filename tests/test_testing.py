@@ -246,7 +246,8 @@ def test_reset_restores_what_hookkit_changed_in_the_process() -> None:
     """After hookkit configured itself and started a master's metrics,
     ``reset()`` restores Python's last-resort handler, the ``hookkit``
     logger (no hookkit handler, propagating), prometheus_client's value
-    class, the stderr drop callback, the query redactor and the runtime."""
+    class and the multiprocess directory variable, the stderr drop callback,
+    the query redactor and the runtime."""
     import logging
 
     from prometheus_client import values
@@ -256,6 +257,7 @@ def test_reset_restores_what_hookkit_changed_in_the_process() -> None:
     from hookkit._sinks.logs import pipeline
 
     last_resort, value_class = logging.lastResort, values.ValueClass
+    multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     logger = logging.getLogger("hookkit")
     handlers = list(logger.handlers)
     from hookkit._face.gunicorn_process import free_port
@@ -274,7 +276,8 @@ def test_reset_restores_what_hookkit_changed_in_the_process() -> None:
     hookkit.testing.reset()
 
     assert (True, True, True, True, True) == changed
-    assert (last_resort, value_class, None, "ssn=1", (), False, True, handlers) == (
+    assert (multiproc_dir, last_resort, value_class, None, "ssn=1", (), False, True, handlers) == (
+        os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
         logging.lastResort,
         values.ValueClass,
         stderr._on_drop,

@@ -61,6 +61,9 @@ def slot_identity(master_pid: int, slot: int) -> str:
 
 
 _VALUE_CLASS = values.ValueClass  # what prometheus_client chose at import
+# The variables a master sets for prometheus_client and its re-executed
+# successor, as they were before hookkit set them.
+_ENVIRON = {name: os.environ.get(name) for name in (ENV_DIR, ENV_PRIVATE)}
 
 
 def use_slot_identities() -> None:
@@ -71,10 +74,16 @@ def use_slot_identities() -> None:
 
 @on_reset
 def _restore_value_class() -> None:
-    """hookkit.testing.reset(): prometheus_client's own value class again."""
+    """hookkit.testing.reset(): prometheus_client's own value class again,
+    and the multiprocess variables as they were."""
     global _identity  # noqa: PLW0603
     values.ValueClass = _VALUE_CLASS
     _identity = f"p{os.getpid()}"
+    for name, value in _ENVIRON.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 class MetricsDir:
