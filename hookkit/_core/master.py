@@ -11,6 +11,7 @@ gives the ``worker_exited`` event its reason.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -49,6 +50,9 @@ class MasterBook:
         self.reload_watermark = 0  # workers of this age or younger predate the last SIGHUP
         self.scale_down_pending = 0
         self.stopping = False
+        # Pids the master itself sent SIGTERM (Arbiter.kill_worker), when
+        # hookkit could watch it: a scale-down's victims, known exactly.
+        self.terminated: set[int] | None = None
 
     def start(self, server: Any) -> None:
         """``on_starting``: this process is the master."""
@@ -56,6 +60,7 @@ class MasterBook:
         self.pid = os.getpid()
         self.stopping = False
         self._watch_stop(server)
+        self._watch_kills(server)
 
     @property
     def started(self) -> bool:
@@ -77,6 +82,28 @@ class MasterBook:
 
         stop._hookkit = True  # type: ignore[attr-defined]
         server.stop = stop
+
+    def _watch_kills(self, server: Any) -> None:
+        """Know which workers the master itself sends SIGTERM: manage_workers
+        stops the oldest ones on a scale-down (TTOU), reload() the older
+        generation, stop() all of them. No hook says which worker a
+        scale-down chose, and by the time it is reaped another worker's exit
+        may have absorbed the excess, so the bound method is wrapped on this
+        arbiter instance, as ``stop`` is."""
+        kill_worker = getattr(server, "kill_worker", None)
+        if kill_worker is None or getattr(kill_worker, "_hookkit", False):
+            if kill_worker is not None and self.terminated is None:
+                self.terminated = set()
+            return
+        self.terminated = set()
+
+        def watched_kill_worker(pid: int, sig: int, *args: Any, **kwargs: Any) -> Any:
+            if sig == signal.SIGTERM and self.terminated is not None:
+                self.terminated.add(pid)
+            return kill_worker(pid, sig, *args, **kwargs)
+
+        watched_kill_worker._hookkit = True  # type: ignore[attr-defined]
+        server.kill_worker = watched_kill_worker
 
     def note_reap_line(self, msg: object, args: tuple[object, ...]) -> None:
         """gunicorn logged a reaped worker's exit status (hookkit's logger
@@ -114,6 +141,7 @@ class MasterBook:
         self.exit_statuses.clear()
         self.server = None
         self.pid = 0
+        self.terminated = None
         return record
 
     def worker_exit_fields(
@@ -138,15 +166,22 @@ class MasterBook:
             if record.forked_at:
                 fields["uptime_seconds"] = round(time.monotonic() - record.forked_at, 6)
             record.close()
+        if self.terminated is None:
+            # kill_worker not watched: a stop signal while a scale-down is
+            # pending is taken as the scale-down's.
+            scaled_down = self.scale_down_pending > 0
+        else:
+            scaled_down = pid in self.terminated
+            self.terminated.discard(pid)
         context = MasterContext(
             aborted=aborted,
             stopping=self.stopping,
             from_before_reload=age <= self.reload_watermark,
-            scale_down_pending=self.scale_down_pending > 0,
+            scale_down_pending=scaled_down,
         )
         reason = classify(kind, code, received, status, context)
         if reason.reason == "scaled_down":
-            self.scale_down_pending -= 1
+            self.scale_down_pending = max(0, self.scale_down_pending - 1)
         fields.update(reason.fields())
         return EXIT_LEVELS[reason.reason], fields
 
