@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 
 HEAVY = ("prometheus_client", "opentelemetry.sdk", "bcrypt", "yaml")
