@@ -106,6 +106,16 @@ def serve(tmp_path: Path) -> Iterator[ServeFactory]:
         server.stop()
 
 
+def hookkit_init(directory: Path) -> None:
+    """Run ``hookkit init`` in ``directory``: it writes ``hookkit.conf``."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "hookkit", "init"], cwd=directory, capture_output=True, check=False
+    )
+    assert 0 == done.returncode, done.stderr
+
+
 @pytest.fixture
 def python() -> str:
     """The interpreter running the tests (and gunicorn)."""
@@ -120,3 +130,12 @@ LONGEST = ("tests/test_metrics_integration.py::test_recycling_keeps_counts_exact
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: not item.nodeid.startswith(LONGEST))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI a missing Prometheus is an install step gone wrong, not a reason
+    to skip the tests that run it: stop before any test runs."""
+    from tests.prom import MISSING, PROMETHEUS, PROMTOOL
+
+    if os.environ.get("CI") == "true" and (PROMETHEUS is None or PROMTOOL is None):
+        raise pytest.UsageError(f"CI=true but {MISSING}")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from hookkit._face.gunicorn_process import http_get, match
+from tests.conftest import hookkit_init
 
 pytestmark = [pytest.mark.integration, pytest.mark.compat]
 
@@ -49,13 +48,7 @@ def write_user_config(directory: Path, workers: int, marker: str) -> Path:
 def dropin(request, tmp_path: Path) -> str:
     """Each form of the drop-in: the module, and the file `hookkit init` writes."""
     if request.param == "hookkit.conf":
-        done = subprocess.run(
-            [sys.executable, "-m", "hookkit", "init"],
-            cwd=tmp_path,
-            capture_output=True,
-            check=False,
-        )
-        assert 0 == done.returncode, done.stderr
+        hookkit_init(tmp_path)
     return request.param
 
 

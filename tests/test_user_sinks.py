@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import pytest
 
 from hookkit._face.gunicorn_process import http_get, match, wait_gone
+from tests.conftest import hookkit_init
 
 pytestmark = pytest.mark.integration
 
@@ -159,13 +158,7 @@ def test_access_log_from_configure_in_the_user_config(serve, tmp_path: Path, dro
     ``hookkit init`` writes (it used to be discarded), and still does, once
     per request, after a SIGHUP read the config again."""
     if dropin == "hookkit.conf":
-        done = subprocess.run(
-            [sys.executable, "-m", "hookkit", "init"],
-            cwd=tmp_path,
-            capture_output=True,
-            check=False,
-        )
-        assert 0 == done.returncode, done.stderr
+        hookkit_init(tmp_path)
     (tmp_path / "gunicorn.conf.py").write_text(
         "import hookkit\nhookkit.configure(access_log=True)\n"
     )

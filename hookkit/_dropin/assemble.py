@@ -85,23 +85,32 @@ def check_user_sinks(sinks: object) -> tuple[Sink, ...]:
     return tuple(sinks)
 
 
+# hookkit's own sinks, in event order, and the setting that turns each on.
+# The tracing sink is always there: with tracing off it says why
+# (master_starting's ``tracing`` field) and makes no span, at the cost it
+# always had.
+_OWN: tuple[tuple[str, type[Sink], str | None], ...] = (
+    ("metrics", PrometheusSink, "metrics"),
+    ("logs", LogSink, "logs"),
+    ("tracing", TracingSink, None),
+)
+
+
+def _own_wanted(settings: Settings) -> list[tuple[str, type[Sink]]]:
+    """(name, class) of hookkit's sinks the settings turn on, in order."""
+    return [(name, cls) for name, cls, on in _OWN if on is None or getattr(settings, on)]
+
+
 def own_sinks(settings: Settings) -> list[Sink]:
     """hookkit's sinks the settings turn on, in event order; made once per
     process, reconfigured afterwards. A bad tracing variable raises
     ConfigError before anything changes."""
-    wanted: list[tuple[str, type]] = []
-    if settings.metrics:
-        wanted.append(("metrics", PrometheusSink))
-    if settings.logs:
-        wanted.append(("logs", LogSink))
-    # Always there: with tracing off it says why (master_starting's
-    # ``tracing`` field) and makes no span, at the cost it always had.
-    wanted.append(("tracing", TracingSink))
+    wanted = _own_wanted(settings)
     made: list[Sink] = []
     for name, cls in wanted:
         sink = _own.get(name)
         if sink is None:
-            sink = cls(settings)
+            sink = cls(settings)  # type: ignore[call-arg]
         else:
             sink.configure(settings)  # type: ignore[attr-defined]
         made.append(sink)
@@ -169,9 +178,6 @@ def preview(environ: Mapping[str, str], user: Mapping[str, object]) -> tuple[Set
     without starting anything."""
     _requested.loading = False
     settings = Settings.load(environ, user).replace(**_requested.overrides)
-    names = [name for name, on in _OWN_NAMES if on is None or getattr(settings, on)]
+    names = [name for name, _ in _own_wanted(settings)]
     TracingSink(settings)  # checks the OTEL_* variables
     return settings, [*names, *(sink.name for sink in _requested.sinks)]
-
-
-_OWN_NAMES = (("metrics", "metrics"), ("logs", "logs"), ("tracing", None))
