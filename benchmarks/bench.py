@@ -57,11 +57,12 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
-from typing import Any, ClassVar
+from typing import Any
 
+from otlp_receiver import counts as receiver_counts
+from otlp_receiver import serve as serve_receiver
 from scrape_after_recycles import files_read, scrape
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -437,49 +438,6 @@ def metric_value(body: str, name: str, labels: str = "") -> float | None:
 # -------------------------------------------------------------- receiver
 
 
-class _OtlpHandler(BaseHTTPRequestHandler):
-    """Answers 200 to ``POST /v1/traces`` after reading the body; ``GET
-    /stats`` says how many requests and bytes came."""
-
-    protocol_version = "HTTP/1.1"
-    counts: ClassVar[dict[str, int]] = {"requests": 0, "bytes": 0}
-    lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def do_POST(self) -> None:
-        """Read the body, count it, answer an empty 200."""
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        with self.lock:
-            self.counts["requests"] += 1
-            self.counts["bytes"] += len(body)
-        status = 200 if self.path == "/v1/traces" else 404
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_GET(self) -> None:
-        """The counts so far, as JSON."""
-        with self.lock:
-            body = json.dumps(self.counts).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Log nothing."""
-
-
-def receiver_main() -> None:
-    """Serve the OTLP receiver on a free port; print the port first."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OtlpHandler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server.serve_forever()
-
-
 def start_receiver(reaper: Reaper, settings: Settings) -> tuple[subprocess.Popen[bytes], int]:
     """The receiver as a process of its own on the client core."""
     argv = [sys.executable, str(Path(__file__).resolve()), "_receiver"]
@@ -487,12 +445,6 @@ def start_receiver(reaper: Reaper, settings: Settings) -> tuple[subprocess.Popen
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
     return proc, port
-
-
-def receiver_counts(port: int) -> dict[str, int]:
-    """Requests and bytes the receiver got so far."""
-    counts: dict[str, int] = json.loads(fetch(f"http://127.0.0.1:{port}/stats"))
-    return counts
 
 
 # ------------------------------------------------------------------ load
@@ -1411,7 +1363,7 @@ def main() -> None:
 def dispatch(argv: list[str]) -> None:
     """The benchmark, or one of its helper processes."""
     if argv[:1] == ["_receiver"]:
-        receiver_main()
+        serve_receiver()
     elif argv[:1] == ["_loadgen"]:
         loadgen_main(int(argv[1]), float(argv[2]), int(argv[3]))
     else:

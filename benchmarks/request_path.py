@@ -89,7 +89,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import gzip
 import importlib.metadata
 import json
 import os
@@ -103,12 +102,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
+
+from otlp_receiver import counts as receiver_counts
+from otlp_receiver import serve as serve_receiver
 
 BENCH_DIR = Path(__file__).resolve().parent
 STRIPPED_ENV_PREFIXES = (
@@ -437,76 +437,6 @@ def child_main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------- receiver
-
-
-class _OtlpHandler(BaseHTTPRequestHandler):
-    """Answers 200 to ``POST /v1/traces`` and counts requests, bytes and
-    spans; ``GET /stats`` says how many came."""
-
-    protocol_version = "HTTP/1.1"
-    counts: ClassVar[dict[str, int]] = {"requests": 0, "bytes": 0, "spans": 0}
-    lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def do_POST(self) -> None:
-        """Read the body, count its spans, answer an empty 200."""
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        spans = 0
-        if self.path == "/v1/traces":
-            spans = _count_spans(body, self.headers.get("Content-Encoding", ""))
-        with self.lock:
-            self.counts["requests"] += 1
-            self.counts["bytes"] += len(body)
-            self.counts["spans"] += max(spans, 0)
-        self.send_response(200 if self.path == "/v1/traces" else 404)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_GET(self) -> None:
-        """The counts so far, as JSON."""
-        with self.lock:
-            body = json.dumps(self.counts).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Log nothing."""
-
-
-def _count_spans(body: bytes, encoding: str) -> int:
-    """Spans in an OTLP/HTTP protobuf export request (-1 if undecodable)."""
-    try:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-
-        if encoding.strip().lower() == "gzip":
-            body = gzip.decompress(body)
-        message = ExportTraceServiceRequest()
-        message.ParseFromString(body)
-    except Exception:
-        return -1
-    return sum(len(scope.spans) for spans in message.resource_spans for scope in spans.scope_spans)
-
-
-def receiver_main() -> None:
-    """Serve the OTLP receiver on a free loopback port; print the port first."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OtlpHandler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server.serve_forever()
-
-
-def receiver_counts(port: int) -> dict[str, int]:
-    """What the receiver got so far."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
-        counts: dict[str, int] = json.loads(response.read())
-    return counts
 
 
 # -------------------------------------------------------------- the runs
@@ -1005,7 +935,7 @@ def dispatch(argv: list[str]) -> None:
     parser.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.receiver:
-        receiver_main()
+        serve_receiver(count_spans=True)
     elif args.child:
         result = child_main(args)
         sys.stdout.write(json.dumps(result) + "\n")
