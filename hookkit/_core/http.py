@@ -1,4 +1,7 @@
-"""OpenTelemetry's stable HTTP server attributes, read from gunicorn's request.
+"""HTTP knowledge every sink shares: methods (``method_label``), the bound on
+route labels (``RouteLimit``), ``Content-Length``, header text, query
+redaction, and OpenTelemetry's stable HTTP server attributes, read from
+gunicorn's request.
 
 Everything here is on every traced request's path, so the work done per
 request is small: the request headers are read once, query parameter names
