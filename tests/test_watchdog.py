@@ -51,3 +51,26 @@ def test_watchdog_is_off_by_default(serve):
     assert 200 == http_get(server.port, "/sleep?1.2")[0]
     assert [] == server.events(match(event="request_slow"))
     assert not [t for t in server.events() if "hookkit-watchdog" in str(t)]
+
+
+class _UnreadableTask:
+    """An asyncio-like task whose coroutine cannot be read (it raises)."""
+
+    def get_coro(self) -> object:
+        raise RuntimeError("the task is gone")
+
+
+def test_a_stack_that_cannot_be_read_still_reports_the_request_once() -> None:
+    """The request is still slow when its stack cannot be read: the line is
+    written without a stack, and only once."""
+    from hookkit._core.requests import InFlight
+    from hookkit._core.stacks import Watchdog
+
+    in_flight = InFlight()
+    scope = in_flight.begin(object())
+    scope.task = _UnreadableTask()
+    scope.started -= 1.0
+    reported: list[tuple[str, str | None]] = []
+    watchdog = Watchdog(in_flight, 0.5, lambda s, stack: reported.append((s.method, stack)))
+    assert (1, 0) == (watchdog.check(), watchdog.check())
+    assert [("UNKNOWN", None)] == reported

@@ -110,7 +110,11 @@ class Watchdog:
             if scope.slow_reported or scope.elapsed() < self.threshold:
                 continue
             scope.slow_reported = True
-            self.report(scope, scope_stack(scope))
+            try:
+                stack = scope_stack(scope)
+            except Exception:  # the task or thread went away meanwhile
+                stack = None
+            self.report(scope, stack)
             reported += 1
         return reported
 
