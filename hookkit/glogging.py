@@ -72,8 +72,9 @@ class Logger(glogging.Logger):  # type: ignore[misc]
         return True
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
-        """gunicorn's access line, only when gunicorn's settings ask for it."""
-        if self._gunicorn_access_wanted:
+        """gunicorn's access line, only when gunicorn's settings ask for it,
+        and never for a request the excluded URLs keep out (a probe)."""
+        if self._gunicorn_access_wanted and not _RUNTIME.requests.is_excluded(req):
             super().access(resp, req, environ, request_time)
 
     def exception(self, msg: Any, *args: Any, **kwargs: Any) -> None:

@@ -120,6 +120,9 @@ class FakeRequest:
     path: str = "/"
     query: str = ""
     headers: list[tuple[str, str]] = field(default_factory=list)
+    scheme: str = "http"
+    # (address, port) of the peer, as gunicorn gives it; a UNIX socket's is a string.
+    peer_addr: Any = ("127.0.0.1", 40000)
 
     @property
     def uri(self) -> str:

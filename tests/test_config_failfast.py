@@ -50,6 +50,8 @@ REFUSED: dict[str, tuple[str, tuple[str, ...]]] = {
     "logs": ("maybe", ()),
     "log_format": ("xml", ()),
     "access_log": ("maybe", ()),
+    "access_log_client": ("maybe", ()),
+    "excluded_urls": ("(", ("is not a valid regular expression",)),
     "slow_request_seconds": ("ten", ()),
     "metrics": ("maybe", ()),
     "metrics_bind": ("nohost", ()),
@@ -382,6 +384,11 @@ OTEL_CASES = {
         {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
         "OTEL_EXPORTER_OTLP_PROTOCOL",
         ("OTEL_EXPORTER_OTLP_PROTOCOL='http/json'", "accepted: http/protobuf, grpc"),
+    ),
+    "excluded-urls": (
+        {"OTEL_PYTHON_EXCLUDED_URLS": "^/healthz$,("},
+        "OTEL_PYTHON_EXCLUDED_URLS",
+        ("'(' is not a valid regular expression",),
     ),
     "header-capture": (
         {"OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": "("},

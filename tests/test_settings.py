@@ -30,9 +30,9 @@ BOOL_CASES = [
 ]
 
 
-def test_the_on_off_settings_are_logs_access_log_metrics_and_tracing() -> None:
-    """The on/off settings under test are the four there are."""
-    expected = ["logs", "access_log", "metrics", "tracing"]
+def test_the_on_off_settings_are_the_five_there_are() -> None:
+    """The on/off settings under test are the five there are."""
+    expected = ["logs", "access_log", "access_log_client", "metrics", "tracing"]
     assert expected == [spec.attr for spec in BOOL_SETTINGS]
 
 
@@ -338,6 +338,8 @@ def test_as_rows_of_the_defaults() -> None:
         ("HOOKKIT_LOGS", "on"),
         ("HOOKKIT_LOG_FORMAT", "json"),
         ("HOOKKIT_ACCESS_LOG", "off"),
+        ("HOOKKIT_ACCESS_LOG_CLIENT", "off"),
+        ("HOOKKIT_EXCLUDED_URLS", "(none)"),
         ("HOOKKIT_SLOW_REQUEST_SECONDS", "off"),
         ("HOOKKIT_METRICS", "on"),
         ("HOOKKIT_METRICS_BIND", "127.0.0.1:9191"),
@@ -364,6 +366,8 @@ def test_as_rows_of_set_values() -> None:
         metrics_web_config="web.yml",
         max_routes=7,
         tracing=False,
+        access_log_client=True,
+        excluded_urls="^/healthz$",
         tracing_excluded_urls="/healthz,^/ready",
         redact_query="state,nonce",
         tracing_flush_seconds=0.5,
@@ -374,6 +378,8 @@ def test_as_rows_of_set_values() -> None:
         ("HOOKKIT_LOGS", "off"),
         ("HOOKKIT_LOG_FORMAT", "console"),
         ("HOOKKIT_ACCESS_LOG", "on"),
+        ("HOOKKIT_ACCESS_LOG_CLIENT", "on"),
+        ("HOOKKIT_EXCLUDED_URLS", "^/healthz$"),
         ("HOOKKIT_SLOW_REQUEST_SECONDS", "2.5"),
         ("HOOKKIT_METRICS", "off"),
         ("HOOKKIT_METRICS_BIND", "[::1]:9200"),
@@ -400,6 +406,8 @@ def test_as_rows_round_trips_through_the_environment() -> None:
         metrics_web_config="web.yml",
         max_routes=7,
         tracing=False,
+        access_log_client=True,
+        excluded_urls="^/healthz$",
         tracing_excluded_urls="/healthz,^/ready",
         redact_query="state,nonce",
         tracing_flush_seconds=0.5,

@@ -521,7 +521,7 @@ def test_no_route_keeps_the_method_as_the_name(harness: Harness) -> None:
 @pytest.mark.parametrize(
     "environ",
     [
-        {"OTEL_PYTHON_EXCLUDED_URLS": "/healthz"},
+        {"HOOKKIT_TRACING_EXCLUDED_URLS": "/healthz"},
         {"HOOKKIT_TRACING_EXCLUDED_URLS": r"^http://shop\.test/healthz$"},
     ],
 )
@@ -623,7 +623,7 @@ def test_slow_adds_a_request_slow_event(harness: Harness) -> None:
 
 def test_slow_without_a_span_does_nothing(make_harness: Any) -> None:
     """A request with no span (excluded) takes no event, and nothing raises."""
-    harness: Harness = make_harness({"OTEL_PYTHON_EXCLUDED_URLS": "/healthz"})
+    harness: Harness = make_harness({"HOOKKIT_TRACING_EXCLUDED_URLS": "/healthz"})
     req = TracedRequest("GET", "/healthz")
     scope = harness.begin(req)
 

@@ -53,6 +53,7 @@ class Dispatcher:
         self.handlers: tuple[Sink, ...] = ()
         self.request_started: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
         self.request_finished: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
+        self.request_excluded: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
         self.request_event_sinks: tuple[Sink, ...] = ()
         self._counters: tuple[Sink, ...] = ()
         self.set_sinks(sinks)
@@ -94,6 +95,11 @@ class Dispatcher:
             (s.name, s.request_finished)
             for s in (finished_order or self._sinks)
             if overrides(s, "request_finished") and _wants(s, "request_finished")
+        )
+        self.request_excluded = tuple(
+            (s.name, s.request_excluded)
+            for s in self._sinks
+            if overrides(s, "request_excluded") and _wants(s, "request_excluded")
         )
 
     @property

@@ -13,24 +13,37 @@ Every request pays for this module, so it does as little as it can:
   carries the trace id).
 - an ``Event`` is built only when a configured sink asked for request
   events (``request_events = True``).
+- a request the excluded URLs keep out (``hookkit._core.excluded``) gets a
+  scope (the watchdog and the worker's request count still see it) but no
+  sink call until it ends, and then only ``request_excluded``.
+- the queue time a proxy stamped (``hookkit._core.queue_time``) is read at
+  ``pre_request`` and judged as soon as the peer is known: at once when the
+  request object names it, at ``post_request`` from the environ's
+  ``REMOTE_ADDR`` for gunicorn's ASGI worker, whose request does not. It
+  reaches the sinks in ``RequestFinished``.
 """
 
 from __future__ import annotations
 
+from time import time
 from typing import Any
 
 from hookkit._core import events as ev
 from hookkit._core.dispatch import Dispatcher
 from hookkit._core.events import Event
+from hookkit._core.excluded import ExcludedUrls
 from hookkit._core.exits import WorkerRecord
 from hookkit._core.http import content_length
+from hookkit._core.queue_time import UNTRUSTED, queue_header, queue_seconds
 from hookkit._core.requests import InFlight, RequestScope
 from hookkit._core.routes import route_from_environ
 from hookkit._core.sink import RequestFinished, RequestStarted, span_id_fields
+from hookkit._core.trust import TrustedPeers
 
 TIMEOUT_ERROR = "timeout"  # error.type of a request its worker's timeout aborted
 
 _new = tuple.__new__
+_UNKNOWN = object()  # a request object that does not name its peer
 
 
 class RequestPath:
@@ -45,6 +58,10 @@ class RequestPath:
         self.answers_system_exit = True
         self.aborting = False
         self.record: WorkerRecord | None = None  # the worker's, for its request count
+        self.excluded: ExcludedUrls | None = None  # set with the settings
+        # Who may stamp X-Request-Start: gunicorn's forwarded_allow_ips, read
+        # from the worker's config once it is loaded (post_worker_init).
+        self.trusted = TrustedPeers.from_config(None)
 
     def reset(self, pid: int, record: WorkerRecord | None) -> None:
         """A new worker: nothing in flight."""
@@ -58,6 +75,16 @@ class RequestPath:
         try:
             key = id(req)
             scope = self.in_flight.begin(req, key)
+            excluded = self.excluded
+            if excluded is not None and excluded.excludes(req):
+                scope.excluded = True
+                return
+            stamp = queue_header(req)
+            if stamp is not None:
+                scope.queue_stamp, scope.taken_at = stamp, time()
+                peer = getattr(req, "peer_addr", _UNKNOWN)
+                if peer is not _UNKNOWN:
+                    self._judge_queue(scope, self.trusted.trusts(peer))
             dispatcher = self.dispatcher
             # tuple.__new__ directly: a named tuple's own __new__ is a Python
             # function, a frame more on every request.
@@ -77,6 +104,33 @@ class RequestPath:
         except Exception as exc:
             self.dispatcher.internal_error("pre_request", exc)
 
+    @staticmethod
+    def _judge_queue(scope: RequestScope, trusted: bool) -> None:
+        """The stamp's verdict, once the peer is known."""
+        stamp, scope.queue_stamp = scope.queue_stamp, None
+        if stamp is None:
+            return
+        if trusted:
+            scope.queue_seconds, scope.queue_error = queue_seconds(stamp, scope.taken_at)
+        else:
+            scope.queue_error = UNTRUSTED
+
+    def _judge_queue_from_environ(self, scope: RequestScope, environ: Any) -> None:
+        """gunicorn's ASGI worker names the peer only in ``REMOTE_ADDR``
+        ("-" on a UNIX socket, which gunicorn's WSGI side trusts)."""
+        remote = environ.get("REMOTE_ADDR") if isinstance(environ, dict) else None
+        if not isinstance(remote, str) or remote in ("", "-"):
+            trusted = self.trusted.trusts(None)
+        else:
+            trusted = self.trusted.trusts_address(remote)
+        self._judge_queue(scope, trusted)
+
+    def is_excluded(self, req: Any) -> bool:
+        """Whether ``req``, in flight, is kept out (gunicorn's access line
+        is written before ``post_request``)."""
+        scope = self.in_flight.scopes.get(id(req))
+        return scope is not None and scope.excluded
+
     def post_request(self, req: Any, environ: Any, resp: Any) -> None:
         """gunicorn's ``post_request``; never raises."""
         try:
@@ -87,6 +141,8 @@ class RequestPath:
             record = self.record
             if record is not None:
                 record.add_request()
+            if scope.queue_stamp is not None:
+                self._judge_queue_from_environ(scope, environ)
             route = (
                 route_from_environ(environ) if isinstance(environ, dict) else None
             ) or scope.route
@@ -109,9 +165,18 @@ class RequestPath:
                     scope.ids,
                     environ,
                     resp,
+                    scope.queue_seconds,
+                    scope.queue_error,
                 ),
             )
             dispatcher = self.dispatcher
+            if scope.excluded:
+                for name, method in dispatcher.request_excluded:
+                    try:
+                        method(finished)
+                    except Exception as exc:
+                        dispatcher.failed(name, "on request_excluded", exc)
+                return
             for name, method in dispatcher.request_finished:
                 try:
                     method(finished)
@@ -145,6 +210,9 @@ def finished_event(finished: RequestFinished, pid: int) -> Event:
         "request_bytes": finished.request_bytes,
         "route": finished.route,
         "error_type": finished.error_type,
+        "queue_seconds": None
+        if finished.queue_seconds is None
+        else round(finished.queue_seconds, 6),
     }
     if finished.span_ids is not None:
         fields.update(span_id_fields(finished.span_ids))

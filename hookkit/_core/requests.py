@@ -50,6 +50,16 @@ class RequestScope:
     # The route template, when the app gave it outside the WSGI environ
     # (an ASGI app's scope, see _asgi).
     route: str | None = None
+    # Kept out of the request metrics, access lines and spans (probes).
+    excluded: bool = False
+    # A proxy's X-Request-Start and when the worker took the request
+    # (time.time()), until it is known whether the peer may send it.
+    queue_stamp: str | None = None
+    taken_at: float = 0.0
+    # Seconds the request waited before the worker took it, or why the
+    # stamp was not used (hookkit._core.queue_time).
+    queue_seconds: float | None = None
+    queue_error: str | None = None
 
     def elapsed(self) -> float:
         """Seconds since ``pre_request``."""

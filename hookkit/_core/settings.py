@@ -178,6 +178,25 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "One JSON line per request: method, path (no query string), status, duration and bytes.",
     ),
     SettingSpec(
+        "access_log_client",
+        parse_bool,
+        False,
+        "1/0, true/false, on/off, yes/no",
+        "Add the client's address (`client_address`: behind a trusted proxy, the "
+        "forwarded client) to the access line. Off by default: it is personal data.",
+    ),
+    SettingSpec(
+        "excluded_urls",
+        parse_regex_list,
+        None,
+        "comma-separated regular expressions",
+        "Requests whose path, or URL `scheme://host/path`, a pattern is found in "
+        "(e.g. `^/healthz$,^/readyz$`) are kept out of the request metrics, the access "
+        "lines (gunicorn's too) and spans; they still count as busy time, towards "
+        "`max_requests` and for the watchdog. `OTEL_PYTHON_EXCLUDED_URLS` applies too.",
+        unset="(none)",
+    ),
+    SettingSpec(
         "slow_request_seconds",
         parse_seconds_or_off,
         None,
@@ -228,8 +247,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
         parse_regex_list,
         None,
         "comma-separated regular expressions",
-        "Requests whose URL (without the query) matches get no span, as with "
-        "`OTEL_PYTHON_EXCLUDED_URLS` (both apply), e.g. `/healthz,/readyz`.",
+        "Requests whose URL (without the query) matches get no span, but are "
+        "still counted and logged (`HOOKKIT_EXCLUDED_URLS` keeps them out of "
+        "everything), e.g. `/healthz,/readyz`.",
         unset="(none)",
     ),
     SettingSpec(
@@ -276,6 +296,8 @@ class Settings:
     logs: bool = True
     log_format: str = "json"
     access_log: bool = False
+    access_log_client: bool = False
+    excluded_urls: str | None = None
     slow_request_seconds: float | None = None
     metrics: bool = True
     metrics_bind: str = "127.0.0.1:9191"

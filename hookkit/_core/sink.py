@@ -60,6 +60,14 @@ class RequestFinished(NamedTuple):
     ``span_ids`` are the ids of the span a sink started for the request
     (None when none did). ``environ`` and ``response`` are gunicorn's, to
     read only.
+
+    ``queue_seconds`` is how long the request waited before the worker
+    took it, from the ``X-Request-Start`` (or ``X-Queue-Start``) header a
+    trusted proxy stamped (``hookkit._core.queue_time``); None without one.
+    ``queue_error`` says why such a header was not used (``negative``,
+    ``too_old``, ``unparsable``, ``untrusted``), else None. Both come with
+    the end of the request: gunicorn's ASGI worker tells who sent the
+    request only then.
     """
 
     key: int
@@ -75,6 +83,8 @@ class RequestFinished(NamedTuple):
     span_ids: SpanIds | None
     environ: Any
     response: Any
+    queue_seconds: float | None = None
+    queue_error: str | None = None
 
 
 @runtime_checkable
@@ -127,7 +137,11 @@ class Sink:
     Requests: ``request_started`` may return the ids of a span it started
     (``SpanIds``: a tracing sink returns the span's ``SpanContext``); the
     ids then reach the other sinks in ``RequestFinished`` and hookkit's
-    lines about the request.
+    lines about the request. A request the excluded URLs keep out (probes:
+    ``HOOKKIT_EXCLUDED_URLS``, ``OTEL_PYTHON_EXCLUDED_URLS``) never reaches
+    ``request_started`` nor ``request_finished``: its end comes to
+    ``request_excluded`` instead, for what counts every request (the time
+    a worker is busy).
 
     ``count_errors(sink, count)`` is for a metrics backend: called with
     ``count=0`` for every configured sink at start-up (so that its error
@@ -187,12 +201,16 @@ class Sink:
     def request_finished(self, request: RequestFinished) -> None:
         """A request ended."""
 
+    def request_excluded(self, request: RequestFinished) -> None:
+        """A request the excluded URLs keep out ended (no
+        ``request_started`` nor ``request_finished`` came for it)."""
+
     def count_errors(self, sink: str, count: int) -> None:
         """Count ``count`` errors of ``sink`` (a metrics backend)."""
 
     def wants(self, method: str) -> bool:
-        """Whether this sink's ``request_started`` / ``request_finished``
-        (``method``) has work in this process now. Asked when the sinks are
+        """Whether this sink's ``request_started``, ``request_finished`` or
+        ``request_excluded`` (``method``) has work in this process now. Asked when the sinks are
         set and again once a worker started (``start_worker``): a sink with
         nothing to do per request (tracing off, the access line off) then
         costs nothing per request."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from hookkit._core.excluded import ExcludedUrls
 from hookkit._core.resets import on_reset
 from hookkit._core.runtime import RUNTIME
 from hookkit._core.settings import ConfigError, Settings
@@ -179,5 +180,6 @@ def preview(environ: Mapping[str, str], user: Mapping[str, object]) -> tuple[Set
     _requested.loading = False
     settings = Settings.load(environ, user).replace(**_requested.overrides)
     names = [name for name, _ in _own_wanted(settings)]
+    ExcludedUrls.load(settings.excluded_urls, environ)  # OTEL_PYTHON_EXCLUDED_URLS
     TracingSink(settings)  # checks the OTEL_* variables
     return settings, [*names, *(sink.name for sink in _requested.sinks)]

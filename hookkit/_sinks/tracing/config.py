@@ -33,7 +33,6 @@ from hookkit._core.settings import ConfigError, Settings
 CAPTURE_REQUEST = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"
 CAPTURE_RESPONSE = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE"
 SANITIZE = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
-EXCLUDED_URLS = "OTEL_PYTHON_EXCLUDED_URLS"
 OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 _SAMPLERS = frozenset(
@@ -87,7 +86,7 @@ class TracingConfig:
             exporters=exporters,
             own_provider=own,
             endpoint=endpoint,
-            excluded=_excluded(env, settings),
+            excluded=_excluded(settings),
             redactor=QueryRedactor(DEFAULT_SENSITIVE_QUERY + parse_list(settings.redact_query)),
             request_headers=_capture(env, CAPTURE_REQUEST, sanitize),
             response_headers=_capture(env, CAPTURE_RESPONSE, sanitize),
@@ -224,20 +223,19 @@ def _check_propagators(env: Mapping[str, str]) -> None:
             )
 
 
-def _excluded(env: Mapping[str, str], settings: Settings) -> AnyPattern | None:
+def _excluded(settings: Settings) -> AnyPattern | None:
     patterns: list[str] = []
-    for source, value in (
-        (EXCLUDED_URLS, env.get(EXCLUDED_URLS)),
-        ("HOOKKIT_TRACING_EXCLUDED_URLS", settings.tracing_excluded_urls),
-    ):
-        for pattern in parse_list(value):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ConfigError(
-                    f"{source}: {pattern!r} is not a valid regular expression ({exc})"
-                ) from None
-            patterns.append(pattern)
+    # OTEL_PYTHON_EXCLUDED_URLS keeps requests out of everything, spans
+    # included, before any sink sees them (hookkit._core.excluded).
+    source = "HOOKKIT_TRACING_EXCLUDED_URLS"
+    for pattern in parse_list(settings.tracing_excluded_urls):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"{source}: {pattern!r} is not a valid regular expression ({exc})"
+            ) from None
+        patterns.append(pattern)
     if not patterns:
         return None
     return AnyPattern(patterns)
