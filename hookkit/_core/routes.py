@@ -1,8 +1,10 @@
 """Route templates: where the application's matched route is read from.
 
 ``route_from_environ`` reads the WSGI environ key ``hookkit.route`` (any
-framework can set it) or werkzeug's matched rule; ASGI apps' routes come
-from the scope (``hookkit._core.asgi.route_from_scope``).
+framework can set it; hookkit sets it for Flask, Django, Falcon and Pyramid,
+see ``hookkit._core.frameworks``), werkzeug's matched rule or Bottle's
+matched route; ASGI apps' routes come from the scope
+(``hookkit._core.asgi.route_from_scope``).
 
 Flask matches the request's rule (``request.url_rule``) but, when its
 request context ends, inside the app and so before gunicorn calls
@@ -20,14 +22,18 @@ from typing import Any
 
 def route_from_environ(environ: Mapping[str, Any] | None) -> str | None:
     """The route template the application matched, if it says: the WSGI
-    environ key ``hookkit.route``, or Flask's and werkzeug's matched rule
-    (``environ["werkzeug.request"].url_rule.rule``)."""
+    environ key ``hookkit.route``, Flask's and werkzeug's matched rule
+    (``environ["werkzeug.request"].url_rule.rule``), or Bottle's
+    (``environ["bottle.route"].rule``, which Bottle leaves in the environ)."""
     if not environ:
         return None
     route = environ.get("hookkit.route")
     if isinstance(route, str):
         return route
     rule = getattr(getattr(environ.get("werkzeug.request"), "url_rule", None), "rule", None)
+    if isinstance(rule, str):
+        return rule
+    rule = getattr(environ.get("bottle.route"), "rule", None)
     return rule if isinstance(rule, str) else None
 
 

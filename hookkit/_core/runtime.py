@@ -31,14 +31,16 @@ from hookkit._core import identity
 from hookkit._core.asgi import calls_request_hooks, wrap_worker_app
 from hookkit._core.dispatch import Dispatcher
 from hookkit._core.events import Event, Level
+from hookkit._core.excluded import ExcludedUrls
+from hookkit._core.frameworks import watch_routes
 from hookkit._core.gunicorn_types import Arbiter, Request, Response, Worker
 from hookkit._core.master import MasterBook
 from hookkit._core.request_path import RequestPath, span_fields
 from hookkit._core.requests import InFlight, RequestScope
-from hookkit._core.routes import watch_flask_routes
 from hookkit._core.settings import ConfigError, Settings
 from hookkit._core.sink import Sink
 from hookkit._core.stacks import Watchdog, interrupted_stack, thread_stacks
+from hookkit._core.trust import TrustedPeers
 from hookkit._core.worker import WorkerBook, answers_system_exit
 from hookkit._version import __version__
 
@@ -91,8 +93,10 @@ class Runtime:
         names = [sink.name for sink in sinks]
         if len(set(names)) != len(names):
             raise ConfigError(f"sinks: two sinks share a name ({', '.join(names)})")
+        excluded = ExcludedUrls.load(settings.excluded_urls, os.environ)
         old = self.dispatcher.sinks
         self.settings = settings
+        self.requests.excluded = excluded
         self.configured = True
         self.dispatcher.set_sinks(sinks, started_order, finished_order)
         if not self.master.started:
@@ -242,11 +246,14 @@ class Runtime:
     def post_worker_init(self, worker: Worker) -> None:
         fields: dict[str, object] = {"worker_class": type(worker).__name__}
         self.requests.answers_system_exit = answers_system_exit(worker)
+        self.requests.trusted = TrustedPeers.from_config(worker.cfg)
         fields.update(self.worker.booted())
         self.worker.leave_on_default_stop_signals(lambda: self._leave_guarded(worker))
         fields["request_events"] = wrap_worker_app(worker, self)
-        if fields["request_events"] == "hooks":
-            watch_flask_routes()
+        # The app is loaded: its framework's route template, where
+        # post_request and the ASGI middleware read it (on every worker
+        # class: Django's ASGI app runs under uvicorn's too).
+        watch_routes(self.dispatcher.internal_error)
         fields.update(self.dispatcher.call("start_worker", worker))
         self.dispatcher.refresh_request_path()
         if self.settings.slow_request_seconds is not None:
