@@ -638,9 +638,10 @@ def test_lifespan_passes_through_without_an_event(events: list[Event]) -> None:
     assert [] == events
 
 
-def test_a_websocket_passes_through_without_an_event(events: list[Event]) -> None:
-    """A WebSocket connection is not an HTTP request: no event, even with a
-    route in its scope."""
+def test_a_websocket_passes_through_without_a_request_event(events: list[Event]) -> None:
+    """A WebSocket connection is not an HTTP request: no request event, even
+    with a route in its scope; only its session's opened and closed events
+    (``tests/test_websockets.py``)."""
 
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         scope["route"] = Routed("/ws")
@@ -654,7 +655,7 @@ def test_a_websocket_passes_through_without_an_event(events: list[Event]) -> Non
     assert ["websocket.accept", "websocket.send", "websocket.close"] == [
         m["type"] for m in client.sent
     ]
-    assert [] == events
+    assert ["websocket_opened", "websocket_closed"] == [e.name for e in events]
 
 
 def test_a_request_the_worker_opened_is_never_counted_twice(events: list[Event]) -> None:

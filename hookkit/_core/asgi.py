@@ -15,7 +15,16 @@ loaded (``post_worker_init``):
   scope for ``post_request``.
 
 Only ``http`` scopes are requests: ``lifespan`` is not one, and a WebSocket
-connection is not an HTTP request (neither makes an event).
+connection is not an HTTP request (neither makes a request event, a span or
+busy time). A WebSocket is a *session* instead, on every ASGI worker class
+(neither gunicorn's ASGI worker nor uvicorn calls the request hooks for it):
+it opens when the app sends ``websocket.accept`` and ends, once, at the
+first of the app sending ``websocket.close``, the app receiving
+``websocket.disconnect``, or the app returning, raising or being cancelled.
+A handshake the app refuses (``websocket.close`` or an HTTP response before
+accepting, or an exception) is no session. Each session is two events,
+``websocket_opened`` and ``websocket_closed`` (with its duration), at debug
+level: their cost is per session, never per message.
 
 Whether a worker class calls the request hooks is read from the class: a
 method of it (or of a base class) that refers to ``pre_request``. gunicorn's
@@ -30,10 +39,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
+import time
 import types
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from hookkit._core import events as ev
 from hookkit._core.http import header_pairs
 
 Scope = MutableMapping[str, Any]
@@ -166,7 +177,10 @@ class RequestEvents:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":
-            await self.app(scope, receive, send)
+            if scope.get("type") == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         opened = self.runtime.in_flight.current() if self.runtime.in_flight.scopes else None
         if opened is not None or not self.make_events:
@@ -228,6 +242,80 @@ class RequestEvents:
         route = route_from_scope(scope)
         environ = {"hookkit.route": route} if route else {}
         self.runtime.post_request(self.worker, request, environ, response)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket connection: a session from the app's accept to its
+        end (see the module docstring). Every message passes through
+        unchanged; only accept, close and disconnect are looked at."""
+        session = WebSocketSession(self.runtime, scope)
+
+        async def noting_receive() -> Message:
+            message = await receive()
+            if message.get("type") == "websocket.disconnect":
+                session.end()
+            return message
+
+        async def noting_send(message: Message) -> None:
+            kind = message.get("type")
+            if kind == "websocket.accept":
+                await send(message)  # a failed accept opens nothing
+                session.start()
+            elif kind == "websocket.close":
+                try:
+                    await send(message)  # the close handshake is part of it
+                finally:
+                    session.end()
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, noting_receive, noting_send)
+        finally:
+            session.end()
+
+
+class WebSocketSession:
+    """One WebSocket connection, as the app handles it: ``start`` on the
+    app's accept, ``end`` (any number of times) when it is over. A
+    connection ended before it started was refused: nothing is emitted, and
+    a later accept (an app error) opens nothing. Emits ``websocket_opened``
+    and ``websocket_closed`` once each, never raising into the app."""
+
+    __slots__ = ("opened_at", "runtime", "scope", "state")
+
+    NEW, OPEN, OVER = 0, 1, 2
+
+    def __init__(self, runtime: Any, scope: Scope) -> None:
+        self.runtime = runtime
+        self.scope = scope
+        self.state = self.NEW
+        self.opened_at = 0.0
+
+    def start(self) -> None:
+        """The app accepted the connection: the session opens."""
+        if self.state != self.NEW:
+            return
+        self.state = self.OPEN
+        self.opened_at = time.monotonic()
+        self._emit(ev.WEBSOCKET_OPENED, route=route_from_scope(self.scope))
+
+    def end(self) -> None:
+        """The session is over (or, not opened, was refused); once."""
+        if self.state == self.OVER:
+            return
+        opened, self.state = self.state == self.OPEN, self.OVER
+        if opened:
+            self._emit(
+                ev.WEBSOCKET_CLOSED,
+                route=route_from_scope(self.scope),
+                duration_seconds=round(time.monotonic() - self.opened_at, 6),
+            )
+
+    def _emit(self, name: str, **fields: object) -> None:
+        try:
+            self.runtime.emit(name, None, "debug", **fields)
+        except Exception as exc:  # the sinks' errors never get here; hookkit's own
+            self.runtime.dispatcher.internal_error(name, exc)
 
 
 def _defer_to_hookkit_span(opened: Any, scope: Scope) -> None:

@@ -47,6 +47,10 @@ MASTER_EXITING = "master_exiting"
 REQUEST_STARTED = "request_started"
 REQUEST_FINISHED = "request_finished"
 REQUEST_SLOW = "request_slow"
+# A WebSocket session on an ASGI worker: from the app's websocket.accept to
+# its end (not a request: no request event, span or busy time).
+WEBSOCKET_OPENED = "websocket_opened"
+WEBSOCKET_CLOSED = "websocket_closed"
 DIRTY_ARBITER_STARTING = "dirty_arbiter_starting"
 DIRTY_WORKER_FORKED = "dirty_worker_forked"
 DIRTY_WORKER_BOOTED = "dirty_worker_booted"
