@@ -53,6 +53,7 @@ def quantile(q: float, histogram: str, by: str = "", extra: str = "") -> str:
 
 
 REQUESTS = "http_server_request_duration_seconds"
+QUEUE = "http_server_request_queue_duration_seconds"
 SERVER_ERROR = 'http_response_status_code=~"5.."'
 ROUTED = 'http_route!=""'
 ALL_REQUESTS = f"sum({rate(REQUESTS + '_count')})"
@@ -424,6 +425,31 @@ def overview() -> dict[str, Any]:
         (f"sum by (instance) ({sel('http_server_active_requests')})", "{{instance}} in flight"),
         (f"sum by (instance) ({sel('gunicorn_worker_capacity')})", "{{instance}} capacity"),
     )
+    queue_time = timeseries(
+        "Queue time",
+        (
+            "p50 and p95 of the time requests waited between the proxy in front and gunicorn's "
+            "pre_request (the proxy's X-Request-Start or X-Queue-Start header, honoured from "
+            "forwarded_allow_ips only): the backlog and waiting for a free worker. No data "
+            "without such a header."
+        ),
+        "s",
+        (quantile(0.5, QUEUE), "p50"),
+        (quantile(0.95, QUEUE), "p95"),
+    )
+    queue_errors = timeseries(
+        "Queue header errors",
+        (
+            "Queue-time headers not used, per second, by reason: untrusted (the peer is not in "
+            "forwarded_allow_ips), negative (a time in the future: the proxy's clock is ahead), "
+            "too_old (over an hour), unparsable. Should stay at 0."
+        ),
+        "reqps",
+        (
+            f"sum by (reason) ({rate('hookkit_queue_header_errors_total')})",
+            "{{reason}}",
+        ),
+    )
     panels = layout(
         [
             stats,
@@ -431,6 +457,7 @@ def overview() -> dict[str, Any]:
             [(latency, 12, 8), (error_ratio, 12, 8)],
             [(heat, 12, 9), (routes, 12, 9)],
             [(per_instance_rate, 8, 8), (per_instance_p95, 8, 8), (per_instance_inflight, 8, 8)],
+            [(queue_time, 12, 8), (queue_errors, 12, 8)],
         ]
     )
     return dashboard(

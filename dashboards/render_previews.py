@@ -83,7 +83,7 @@ def start_gunicorn(workdir: str) -> tuple[Gunicorn, int, int]:
 
 def client(port: int, stop: threading.Event, seed: int) -> None:
     """Mixed traffic until ``stop``: mostly 200s, some 4xx and 5xx, routes,
-    slow and CPU-heavy requests."""
+    slow and CPU-heavy requests, with a proxy's queue-time stamps."""
     rng = random.Random(seed)
     paths = (
         ["/"] * 10
@@ -92,7 +92,11 @@ def client(port: int, stop: threading.Event, seed: int) -> None:
         + ["/sleep?0.15", "/sleep?0.4", "/sleep?0.9", "/burn?0.05"]
     )
     while not stop.is_set():
-        http_get(port, rng.choice(paths), timeout=15)
+        # As behind a proxy (127.0.0.1 is trusted): most requests stamped
+        # with X-Request-Start a few milliseconds ago, a few malformed.
+        stamp = f"t={time.time() - rng.uniform(0.0005, 0.03):.3f}"
+        headers = {"X-Request-Start": stamp if rng.random() > 0.02 else "t=soon"}
+        http_get(port, rng.choice(paths), timeout=15, headers=headers)
         time.sleep(rng.uniform(0.01, 0.08))
 
 

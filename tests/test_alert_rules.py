@@ -35,6 +35,8 @@ EXPORTED = {
     "http_server_active_requests": "gauge",
     "http_server_request_body_size_bytes": "histogram",
     "http_server_response_body_size_bytes": "histogram",
+    "http_server_active_websockets": "gauge",
+    "http_server_websocket_duration_seconds": "histogram",
     "gunicorn_worker_spawns": "counter",
     "gunicorn_worker_exits": "counter",
     "gunicorn_worker_boot_duration_seconds": "histogram",
@@ -53,6 +55,8 @@ EXPORTED = {
     "gunicorn_build": "info",
     "hookkit_multiprocess_files": "gauge",
     "hookkit_scrape_errors": "counter",
+    "http_server_request_queue_duration_seconds": "histogram",
+    "hookkit_queue_header_errors": "counter",
 }
 SUFFIXES = {
     "counter": ("_total",),

@@ -37,6 +37,7 @@ _HISTOGRAMS = [
     "http_server_request_duration_seconds",
     "http_server_request_body_size_bytes",
     "http_server_response_body_size_bytes",
+    "http_server_request_queue_duration_seconds",
     "gunicorn_worker_boot_duration_seconds",
     "gunicorn_worker_lifetime_seconds",
 ]
@@ -48,9 +49,11 @@ _COUNTERS = [
     "gunicorn_reloads",
     "hookkit_sink_errors",
     "hookkit_scrape_errors",
+    "hookkit_queue_header_errors",
 ]
 _GAUGES = [
     "http_server_active_requests",
+    "http_server_active_websockets",
     "gunicorn_workers",
     "gunicorn_workers_desired",
     "gunicorn_worker_capacity",
@@ -357,6 +360,12 @@ def test_overview_contents():
         'http_route!=""' in t["expr"] and "http_route)" in t["expr"] for t in routes["targets"]
     )
     assert "histogram_quantile(0.95," in routes["targets"][0]["expr"]
+    queue = [t["expr"] for t in panels["Queue time"]["targets"]]
+    quantiles_of_queue = [re.match(r"histogram_quantile\(([\d.]+),", e).group(1) for e in queue]
+    assert ["0.5", "0.95"] == quantiles_of_queue
+    assert all("http_server_request_queue_duration_seconds_bucket{" in e for e in queue)
+    (errors,) = panels["Queue header errors"]["targets"]
+    assert "sum by (reason) (rate(hookkit_queue_header_errors_total{" in errors["expr"]
 
 
 def test_workers_contents():
@@ -423,6 +432,8 @@ def test_exported_names_match_a_real_scrape(serve):
     # after a response could take that request's counts with it.
     for path in ("/", "/status/404", "/raise", "/routed/a", "/sleep?0.05"):
         http_get(server.port, path)
+    # A proxy's queue-time stamp (the queue histogram has no series before one).
+    http_get(server.port, "/", headers={"X-Request-Start": f"t={time.time() - 0.05:.3f}"})
     post = urllib.request.Request(f"http://127.0.0.1:{server.port}/", data=b"x" * 10)
     with urllib.request.urlopen(post, timeout=10) as response:
         assert 200 == response.status

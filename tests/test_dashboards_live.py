@@ -1,8 +1,8 @@
 """The dashboards and alert rules against a real Prometheus scraping a real
 gunicorn running hookkit.
 
-One scenario (normal load, 4xx and 5xx, routes, a slow request, a request
-past the timeout, a SIGHUP, TTIN), then every panel's queries run through
+One scenario (normal load, 4xx and 5xx, routes, a slow request, queue-time
+headers, a request past the timeout, a SIGHUP, TTIN), then every panel's queries run through
 Prometheus's HTTP API with the template variables substituted as Grafana
 would, each required to return data; and the worker-timeout alert fires.
 """
@@ -77,6 +77,9 @@ def drive_scenario(server) -> None:
         http_get(port, "/raise")
         http_get(port, f"/routed/{round_ % 3}")
         http_get(port, "/sleep?0.3")
+        # Behind a proxy (loopback is trusted): a queue time, and a stamp that does not parse.
+        http_get(port, "/", headers={"X-Request-Start": f"t={time.time() - 0.02:.3f}"})
+        http_get(port, "/", headers={"X-Request-Start": "t=soon"})
         time.sleep(0.5)
     hung.join(30)
     server.wait_for(match(event="worker_exited", reason="timeout"), timeout=15)

@@ -84,11 +84,12 @@ def finished(
     request_bytes: int | None = None,
     route: str | None = None,
     error_type: str | None = None,
+    queue_seconds: float | None = None,
 ) -> RequestFinished:
     """A request the log sink is told finished (its access line's fields)."""
     return RequestFinished(
         0, method, path, route, status, duration_seconds, request_bytes, response_bytes,
-        error_type, None, None, {}, None,
+        error_type, None, None, {}, None, queue_seconds,
     )  # fmt: skip
 
 
@@ -185,6 +186,7 @@ def test_the_access_line_is_rendered_as_every_other_line(captured: Captured) -> 
         "request_bytes": 12,
         "route": "/a/{id}",
         "error_type": None,
+        "queue_seconds": 0.012345,
     }
     sink = LogSink(Settings(access_log=True))
     with TracerProvider().get_tracer("t").start_as_current_span("request"):

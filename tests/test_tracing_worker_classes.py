@@ -222,8 +222,10 @@ def test_the_watchdog_adds_a_request_slow_event_with_the_stack(
         span = one(all_server_spans(rx, 1))
         # What the worker said about it, for the failure message.
         lines = server.events(
-            lambda line: line.get("event") == "request_slow"
-            or str(line.get("raw", "")).startswith("hookkit:")
+            lambda line: (
+                line.get("event") == "request_slow"
+                or str(line.get("raw", "")).startswith("hookkit:")
+            )
         )
 
     assert (200, trace_id) == (status, span.trace_id)

@@ -15,12 +15,18 @@ from collections.abc import Callable
 from typing import Any
 
 from hookkit._core import events as ev
+from hookkit._core.client_address import client_address, client_address_from_environ
 from hookkit._core.events import Event
 from hookkit._core.http import DEFAULT_SENSITIVE_QUERY, QueryRedactor, parse_list
 from hookkit._core.settings import Settings
 from hookkit._core.sink import RequestFinished, RequestStarted, Sink, span_id_fields
 from hookkit._core.stderr import NonBlockingStderrHandler, set_on_drop, stderr
+from hookkit._core.trust import TrustedPeers
 from hookkit._sinks.logs import pipeline
+
+# Requests whose client is kept between their start and their end: far
+# more than run at once in a worker (a bound against ends that never come).
+_CLIENTS_LIMIT = 4096
 
 
 def configure_process_logging(settings: Settings) -> None:
@@ -41,11 +47,17 @@ class LogSink(Sink):
 
     def __init__(self, settings: Settings) -> None:
         self.server: Any = None
+        # The access line's client_address (HOOKKIT_ACCESS_LOG_CLIENT): who
+        # may name the client (the worker's forwarded_allow_ips, from
+        # start_worker), and each request's client, read at its start.
+        self.trusted = TrustedPeers.from_config(None)
+        self._clients: dict[int, str | None] = {}
         self.configure(settings)
 
     def configure(self, settings: Settings) -> None:
         """Use ``settings`` (a reload may change them)."""
         self.access_log = settings.access_log
+        self.access_log_client = settings.access_log_client
         self.log_format = settings.log_format
         self._json = settings.log_format == "json"
         self._log = pipeline.get_logger()
@@ -55,6 +67,11 @@ class LogSink(Sink):
         """Lines stderr had to drop count as this sink's errors."""
         self.server = server
         set_on_drop(self.count_error)
+
+    def start_worker(self, worker: Any) -> None:
+        """The worker's gunicorn config says which peers may name the client."""
+        self.trusted = TrustedPeers.from_config(getattr(worker, "cfg", None))
+        self._clients.clear()
 
     def handle(self, event: Event) -> None:
         """Write ``event`` as one log line."""
@@ -68,7 +85,13 @@ class LogSink(Sink):
         method(name, hook=event.hook, **event.fields)
 
     def request_started(self, request: RequestStarted) -> None:
-        """The debug line of a request that began, if debug lines are on."""
+        """The debug line of a request that began, if debug lines are on;
+        the request's client, for the access line, if it shows it."""
+        if self.access_log_client and self.access_log:
+            clients = self._clients
+            if len(clients) >= _CLIENTS_LIMIT:  # ends that never came
+                clients.clear()
+            clients[request.key] = client_address(request.request, self.trusted)
         if self._stdlib.isEnabledFor(logging.DEBUG):
             self._log.debug(
                 ev.REQUEST_STARTED, hook="pre_request", method=request.method, path=request.path
@@ -76,13 +99,19 @@ class LogSink(Sink):
 
     def wants(self, method: str) -> bool:
         """request_started: a debug line, when debug lines are on;
-        request_finished: the access line, when it is on."""
+        request_finished: the access line, when it is on (and at the
+        start too, for its client_address)."""
         if method == "request_started":
-            return self._stdlib.isEnabledFor(logging.DEBUG)
+            return self._stdlib.isEnabledFor(logging.DEBUG) or (
+                self.access_log_client
+                and self.access_log
+                and self._stdlib.isEnabledFor(logging.INFO)
+            )
         return self.access_log and self._stdlib.isEnabledFor(logging.INFO)
 
     def request_finished(self, request: RequestFinished) -> None:
         """The access line, if it is on."""
+        client = self._clients.pop(request.key, None) if self._clients else None
         if not self.access_log or not self._stdlib.isEnabledFor(logging.INFO):
             return
         fields: dict[str, object] = {
@@ -95,6 +124,16 @@ class LogSink(Sink):
             "route": request.route,
             "error_type": request.error_type,
         }
+        # Always present, as route and error_type are: null without a
+        # queue header from a trusted proxy.
+        queued = request.queue_seconds
+        fields["queue_seconds"] = None if queued is None else round(queued, 6)
+        if self.access_log_client:
+            # Read at the request's start; gunicorn's ASGI worker tells the
+            # peer only in the environ it hands post_request.
+            if client is None:
+                client = client_address_from_environ(request.environ, self.trusted)
+            fields["client_address"] = client
         ids = request.span_ids
         if self._json:
             self._access_line(fields, span_id_fields(ids) if ids is not None else None)

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from prometheus_client import Counter, Gauge, Histogram
 
 from hookkit._core.exits import REASONS
+from hookkit._core.queue_time import REASONS as QUEUE_HEADER_REASONS
 
 # OpenTelemetry's recommended buckets for http.server.request.duration.
 OTEL_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
@@ -29,6 +30,10 @@ _LONG_BUCKETS = (15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1200
 SIZE_BUCKETS = (0, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)
 BOOT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 LIFETIME_BUCKETS = (1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)
+# Queue time behind a proxy: a millisecond when idle, seconds when saturated.
+QUEUE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# WebSocket sessions last seconds to hours.
+WEBSOCKET_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600)
 
 
 def duration_buckets(timeout: float) -> tuple[float, ...]:
@@ -58,6 +63,38 @@ class Metrics:
             "HTTP server requests in flight, over the live workers.",
             ["http_request_method"],
             multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.active_websockets = Gauge(
+            "http_server_active_websockets",
+            "WebSocket sessions open (accepted by the app, not yet ended), over the "
+            "live workers; not requests, and not busy time.",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.websocket_duration = Histogram(
+            "http_server_websocket_duration_seconds",
+            "Duration of WebSocket sessions, from the app's accept to its close, the "
+            "client's disconnect or the app's end.",
+            ["http_route"],
+            buckets=WEBSOCKET_BUCKETS,
+            registry=None,
+        )
+        self.queue_duration = Histogram(
+            "http_server_request_queue_duration_seconds",
+            "Time requests waited between the proxy in front (its X-Request-Start or "
+            "X-Queue-Start header, from a peer in forwarded_allow_ips) and gunicorn's "
+            "pre_request.",
+            ["http_request_method"],
+            buckets=QUEUE_BUCKETS,
+            registry=None,
+        )
+        self.queue_header_errors = Counter(
+            "hookkit_queue_header_errors",
+            "X-Request-Start / X-Queue-Start headers not observed, by reason: negative "
+            "(in the future), too_old (over an hour), unparsable, untrusted (the peer is "
+            "not in forwarded_allow_ips).",
+            ["reason"],
             registry=None,
         )
         self.request_body = Histogram(
@@ -116,3 +153,5 @@ class Metrics:
             self.exits.labels(reason)
         for sink in sinks:
             self.sink_errors.labels(sink)
+        for reason in QUEUE_HEADER_REASONS:
+            self.queue_header_errors.labels(reason)

@@ -66,6 +66,8 @@ class PrometheusSink(Sink):
         self._durations: dict[tuple[str, str, str, str], Any] = {}
         self._request_bodies: dict[str, Any] = {}
         self._response_bodies: dict[str, Any] = {}
+        self._queue_durations: dict[str, Any] = {}
+        self._queue_errors: dict[str, Any] = {}  # by reason (queue_time.REASONS)
 
     def configure(self, settings: Settings) -> None:
         """Use ``settings`` after a reload (the endpoint stays where it is)."""
@@ -240,6 +242,16 @@ class PrometheusSink(Sink):
             m.reloads.inc()
         elif name == ev.DIRTY_ARBITER_STARTING:
             self._own_process("d")
+        elif name == ev.WEBSOCKET_OPENED:
+            m.active_websockets.inc()
+        elif name == ev.WEBSOCKET_CLOSED:
+            # Both events of a session come from one ASGI worker process,
+            # handled inline: the gauge goes down in the file it went up in.
+            m.active_websockets.dec()
+            duration = fields.get("duration_seconds")
+            if isinstance(duration, (int, float)):
+                route = self.routes.label(fields.get("route"))
+                m.websocket_duration.labels(route).observe(duration)
 
     # -- requests --------------------------------------------------------
 
@@ -257,8 +269,14 @@ class PrometheusSink(Sink):
             child = self._active[label] = self.metrics.active_requests.labels(label)
         child.inc()
 
+    def request_excluded(self, request: RequestFinished) -> None:
+        """A probe the excluded URLs keep out still kept its worker busy."""
+        if self.metrics is not None:
+            self.metrics.busy.inc(request.duration)
+
     def request_finished(self, request: RequestFinished) -> None:
-        """A request ended: one fewer in flight, its duration and sizes."""
+        """A request ended: one fewer in flight, its duration, sizes and
+        the time it queued behind the proxy."""
         m = self.metrics
         if m is None:
             return
@@ -292,3 +310,18 @@ class PrometheusSink(Sink):
             if body is None:
                 body = self._response_bodies[label] = m.response_body.labels(label)
             body.observe(response_bytes)
+        # The time it queued behind the proxy, or why its stamp was not
+        # used; without a stamp, two cheap checks.
+        waited = request.queue_seconds
+        if waited is not None:
+            queued = self._queue_durations.get(label)
+            if queued is None:
+                queued = self._queue_durations[label] = m.queue_duration.labels(label)
+            queued.observe(waited)
+        else:
+            reason = request.queue_error
+            if reason is not None:
+                errors = self._queue_errors.get(reason)
+                if errors is None:
+                    errors = self._queue_errors[reason] = m.queue_header_errors.labels(reason)
+                errors.inc()

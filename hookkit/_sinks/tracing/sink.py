@@ -39,6 +39,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from hookkit._core import events as ev
+from hookkit._core.client_address import client_address, client_address_from_environ
 from hookkit._core.events import Event
 from hookkit._core.http import (
     OTHER_METHOD,
@@ -50,6 +51,7 @@ from hookkit._core.http import (
 )
 from hookkit._core.settings import Settings
 from hookkit._core.sink import Fields, RequestFinished, RequestStarted, Sink, SpanIds
+from hookkit._core.trust import TrustedPeers
 from hookkit._sinks.tracing.config import TracingConfig
 from hookkit._sinks.tracing.export import (
     ReportingExporter,
@@ -114,6 +116,11 @@ class TracingSink(Sink):
         # The span of each request in flight and the token of its attached
         # context, by RequestStarted.key.
         self._spans: dict[int, tuple[Any, Any]] = {}
+        # Who may name the client (forwarded_allow_ips), and whether the
+        # environ's REMOTE_ADDR is the peer (no PROXY protocol): the
+        # worker's gunicorn config, from start_worker.
+        self._trusted = TrustedPeers.from_config(None)
+        self._remote_is_peer = True
 
     def configure(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
         """Use ``settings`` (checked at start-up, in the master)."""
@@ -165,6 +172,9 @@ class TracingSink(Sink):
         """Find or build this worker's tracer provider, once the app is loaded
         (gevent has patched by then, and the app may have installed its own).
         A failure here costs the worker its spans, never its boot."""
+        cfg = getattr(worker, "cfg", None)
+        self._trusted = TrustedPeers.from_config(cfg)
+        self._remote_is_peer = getattr(cfg, "proxy_protocol", "off") in ("off", False, None)
         master_pid = getattr(worker, "ppid", None) or os.getppid()
         identity = worker_identity(os.getpid(), master_pid, self.age)
         service_name = getattr(getattr(worker, "cfg", None), "proc_name", None)
@@ -333,9 +343,15 @@ class TracingSink(Sink):
             address, port = split_host(host[0])
             attributes["server.address"] = address
             attributes["server.port"] = port or (443 if scheme == "https" else 80)
+        # The client behind trusted proxies (hookkit._core.client_address);
+        # the peer is the connection's, whoever it is.
+        client = client_address(
+            req, self._trusted, (by_name.get("x-forwarded-for"), by_name.get("forwarded"))
+        )
+        if client is not None:
+            attributes["client.address"] = client
         peer = getattr(req, "peer_addr", None)
         if isinstance(peer, tuple) and peer:
-            attributes["client.address"] = str(peer[0])
             attributes["network.peer.address"] = str(peer[0])
             if len(peer) > 1 and isinstance(peer[1], int):
                 attributes["network.peer.port"] = peer[1]
@@ -371,6 +387,9 @@ class TracingSink(Sink):
         status = outcome.status
         if status is not None:
             span.set_attribute("http.response.status_code", status)
+        waited = outcome.queue_seconds
+        if waited is not None:  # behind a trusted proxy that stamped X-Request-Start
+            span.set_attribute("gunicorn.request.queue_duration", waited)
         label = self._routes.label(outcome.route)
         environ, resp = outcome.environ, outcome.response
         if label and label != OTHER_METHOD:
@@ -378,9 +397,19 @@ class TracingSink(Sink):
             method = span.attributes.get("http.request.method")
             span.update_name(f"{method if method != OTHER_METHOD else 'HTTP'} {label}")
         if isinstance(environ, dict) and "client.address" not in span.attributes:
+            # gunicorn's ASGI worker puts no peer on its request: the
+            # environ it hands post_request has it (REMOTE_ADDR).
+            client = client_address_from_environ(environ, self._trusted)
+            if client is not None:
+                span.set_attribute("client.address", client)
             remote = environ.get("REMOTE_ADDR")
-            if isinstance(remote, str) and remote:
-                span.set_attribute("client.address", remote)
+            if (
+                self._remote_is_peer
+                and isinstance(remote, str)
+                and remote not in ("", "-")
+                and "network.peer.address" not in span.attributes
+            ):
+                span.set_attribute("network.peer.address", remote)
         if self.config.response_headers and resp is not None:
             span.set_attributes(
                 self.config.response_headers.attributes(
