@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from hookkit._core.excluded import compile_patterns
 from hookkit._core.http import (
     DEFAULT_SENSITIVE_QUERY,
     AnyPattern,
@@ -224,21 +225,9 @@ def _check_propagators(env: Mapping[str, str]) -> None:
 
 
 def _excluded(settings: Settings) -> AnyPattern | None:
-    patterns: list[str] = []
     # OTEL_PYTHON_EXCLUDED_URLS keeps requests out of everything, spans
     # included, before any sink sees them (hookkit._core.excluded).
-    source = "HOOKKIT_TRACING_EXCLUDED_URLS"
-    for pattern in parse_list(settings.tracing_excluded_urls):
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(
-                f"{source}: {pattern!r} is not a valid regular expression ({exc})"
-            ) from None
-        patterns.append(pattern)
-    if not patterns:
-        return None
-    return AnyPattern(patterns)
+    return compile_patterns([("HOOKKIT_TRACING_EXCLUDED_URLS", settings.tracing_excluded_urls)])
 
 
 def _capture(env: Mapping[str, str], name: str, sanitize: tuple[str, ...]) -> HeaderCapture:
