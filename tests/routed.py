@@ -15,9 +15,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
-from hookkit._face.gunicorn_process import Gunicorn
 from tests.otlp import OtlpReceiver
-from tests.scrape import samples, scrape_text, total
+from tests.scrape import samples
 from tests.traced import request
 
 COUNT = "http_server_request_duration_seconds_count"
@@ -36,19 +35,6 @@ def send_all(port: int, sent: Iterable[Sent], clients: int = 4) -> list[int]:
     """Send every request (``clients`` at a time); the statuses, in order."""
     with ThreadPoolExecutor(clients) as pool:
         return list(pool.map(lambda s: request(port, s.path, method=s.method)[0], sent))
-
-
-def counted(server: Gunicorn, expected: int, timeout: float = 15.0) -> str:
-    """Scrape the master's /metrics until ``expected`` requests are counted,
-    then once more a little later, so that a request counted twice would
-    show; that last exposition."""
-    deadline = time.monotonic() + timeout
-    while total(scrape_text(server.metrics_port), COUNT) < expected:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)
-    return scrape_text(server.metrics_port)
 
 
 def counts_by_route(text: str) -> Counter[tuple[str, str, int]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -38,3 +40,20 @@ def series(text: str, prefix: str = "") -> set[tuple[str, tuple[tuple[str, str],
         for s in samples(text)
         if s.name.startswith(prefix)
     }
+
+
+REQUEST_COUNT = "http_server_request_duration_seconds_count"
+
+
+def settled_count(server: Any, expected: float, timeout: float = 15.0) -> str:
+    """Scrape ``server``'s /metrics (its ``metrics_port``) until ``expected``
+    requests are counted (post_request runs after the client has its
+    response), at most ``timeout`` seconds; then once more a little later,
+    so that a request counted twice would show. That last exposition."""
+    deadline = time.monotonic() + timeout
+    while total(scrape_text(server.metrics_port), REQUEST_COUNT) < expected:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    return scrape_text(server.metrics_port)

@@ -20,7 +20,8 @@ import pytest
 
 from hookkit._face.gunicorn_process import Gunicorn, match
 from tests.otlp import OtlpReceiver
-from tests.scrape import samples, scrape_text, total
+from tests.scrape import samples, total
+from tests.scrape import settled_count as wait_count
 from tests.test_tracing_worker_classes import websocket_echo
 from tests.traced import request, server_spans, start_traced, traceparent
 
@@ -41,18 +42,6 @@ ALL = pytest.mark.parametrize("worker", list(WORKERS))
 def start(serve: Any, rx: OtlpReceiver, worker: str, *args: str, **env: str) -> Gunicorn:
     """One worker of class ``worker`` serving the FastAPI app, exporting to ``rx``."""
     return start_traced(serve, rx, "-k", WORKERS[worker], *args, app=APP, env=env)
-
-
-def wait_count(server: Gunicorn, expected: float, timeout: float = 10.0) -> str:
-    """Scrape until the request count reaches ``expected``, then once more
-    a little later, so that a request counted twice would show."""
-    deadline = time.monotonic() + timeout
-    while total(scrape_text(server.metrics_port), COUNT) < expected:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)
-    return scrape_text(server.metrics_port)
 
 
 @ALL

@@ -26,6 +26,7 @@ import pytest
 
 from hookkit._face.gunicorn_process import Gunicorn, http_get, match
 from tests.scrape import samples, scrape_text, total
+from tests.scrape import settled_count as wait_count
 
 pytestmark = pytest.mark.integration
 
@@ -67,19 +68,6 @@ def start(serve: Any, worker_class: str, *args: str) -> Gunicorn:
     server: Gunicorn = serve(app, *class_args, "-w", "2", *args)
     server.wait_for(match(event="worker_booted"), count=2)
     return server
-
-
-def wait_count(server: Gunicorn, expected: float, timeout: float = 10.0) -> str:
-    """Scrape until the request count reaches ``expected`` (post_request runs
-    after the client has its response), at most ``timeout`` seconds; then
-    once more a little later, so that a request counted twice would show."""
-    deadline = time.monotonic() + timeout
-    while total(scrape_text(server.metrics_port), COUNT) < expected:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)
-    return scrape_text(server.metrics_port)
 
 
 def send_all(port: int) -> list[int]:

@@ -24,7 +24,6 @@ import pytest
 from tests.otlp import OtlpReceiver
 from tests.routed import (
     Sent,
-    counted,
     counts_by_route,
     expected_counts,
     expected_spans,
@@ -32,6 +31,7 @@ from tests.routed import (
     send_all,
     spans_by_name,
 )
+from tests.scrape import settled_count as counted
 from tests.traced import start_traced
 
 pytestmark = pytest.mark.integration
