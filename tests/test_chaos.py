@@ -326,7 +326,13 @@ def allowed_reasons(line: dict[str, Any], born: float, driver: Driver, stopped: 
     allowed = set()
     if pid in driver.killed:
         allowed.add("killed")
-    if driver.server.events(match(event="worker_aborted", worker_pid=pid)):
+    # A timeout: the worker's worker_aborted line, or the master's own
+    # "WORKER TIMEOUT" line (on a loaded machine the master's next pass may
+    # SIGKILL the worker before its abort handler ran, so no worker line).
+    timed_out = f"WORKER TIMEOUT (pid:{pid})"
+    if driver.server.events(match(event="worker_aborted", worker_pid=pid)) or (
+        driver.server.events(lambda line: line.get("event") == timed_out)
+    ):
         allowed.add("timeout")
     if (line.get("requests_served") or 0) >= MAX_REQUESTS:
         allowed.add("max_requests")
