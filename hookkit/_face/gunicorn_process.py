@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,18 +21,53 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 LogLine = dict[str, Any]
 Predicate = Callable[[LogLine], bool]
 
 
+# The kernel's range of ephemeral ports: the source ports it gives outgoing
+# connections, and what ``bind(("127.0.0.1", 0))`` answers from.
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _listen_ports() -> range:
+    """Ports outside the ephemeral range, where a port found free stays free
+    until gunicorn binds it.
+
+    A port from ``bind(0)`` is ephemeral: between the check and gunicorn's
+    bind, any client socket on the machine (a test's HTTP client, Prometheus
+    scraping) may take it as its source port, and gunicorn then fails with
+    "Address already in use" (seen in CI under pytest-xdist).
+    """
+    try:
+        low, high = (int(part) for part in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    if low - 10000 >= 2000:
+        return range(10000, low)
+    return range(min(high + 1, 65535), 65536)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    """A TCP port on 127.0.0.1 that nothing listens on now, chosen at random
+    outside the kernel's ephemeral range (see ``_listen_ports``), so servers
+    started side by side and outgoing connections do not take it first."""
+    ports = _listen_ports()
+    for _ in range(200):
+        port = random.choice(ports)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        fallback: int = sock.getsockname()[1]
+        return fallback
 
 
 def match(**expected: object) -> Predicate:
