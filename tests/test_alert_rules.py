@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import PlatformCollector, ProcessCollector
 
 from tests.prom import MISSING, PROMTOOL
 
@@ -49,6 +50,7 @@ EXPORTED = {
     "gunicorn_worker_capacity": "gauge",
     "gunicorn_worker_heartbeat_age_seconds": "gauge",
     "gunicorn_worker_resident_memory_bytes": "gauge",
+    "gunicorn_worker_open_fds": "gauge",
     "gunicorn_workers_cpu_seconds": "counter",
     "gunicorn_listen_backlog": "gauge",
     "gunicorn_master_start_time_seconds": "gauge",
@@ -57,6 +59,15 @@ EXPORTED = {
     "hookkit_scrape_errors": "counter",
     "http_server_request_queue_duration_seconds": "histogram",
     "hookkit_queue_header_errors": "counter",
+    # The master's own, from prometheus_client's ProcessCollector and
+    # PlatformCollector (registered in hookkit/_sinks/prometheus/sink.py).
+    "process_cpu_seconds": "counter",
+    "process_resident_memory_bytes": "gauge",
+    "process_virtual_memory_bytes": "gauge",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "process_start_time_seconds": "gauge",
+    "python_info": "gauge",
 }
 SUFFIXES = {
     "counter": ("_total",),
@@ -193,11 +204,21 @@ def test_promtool_unit_tests_pass():
 
 def test_exported_list_matches_the_source():
     """The explicit list above is exactly what the Prometheus sink's metrics.py and the
-    aggregate's collect.py create."""
+    aggregate's collect.py create, and what prometheus_client's process and
+    platform collectors, which the sink registers, yield."""
     found = {}
     for module in ("_sinks/prometheus/metrics.py", "_aggregate/collect.py"):
         for kind, name in _CONSTRUCTOR.findall((ROOT / "hookkit" / module).read_text()):
             found[name] = _TYPES[kind]
+    sink = (ROOT / "hookkit" / "_sinks" / "prometheus" / "sink.py").read_text()
+    standard = {
+        ProcessCollector: "ProcessCollector(registry=registry)",
+        PlatformCollector: "PlatformCollector(registry=registry)",
+    }
+    for collector, registration in standard.items():
+        assert registration in sink
+        for family in collector(registry=None).collect():
+            found[family.name] = family.type
     assert EXPORTED == found
 
 

@@ -50,6 +50,7 @@ _COUNTERS = [
     "hookkit_sink_errors",
     "hookkit_scrape_errors",
     "hookkit_queue_header_errors",
+    "process_cpu_seconds",
 ]
 _GAUGES = [
     "http_server_active_requests",
@@ -59,10 +60,17 @@ _GAUGES = [
     "gunicorn_worker_capacity",
     "gunicorn_worker_heartbeat_age_seconds",
     "gunicorn_worker_resident_memory_bytes",
+    "gunicorn_worker_open_fds",
     "gunicorn_listen_backlog",
     "gunicorn_master_start_time_seconds",
     "gunicorn_build_info",
     "hookkit_multiprocess_files",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+    "python_info",
 ]
 EXPORTED = frozenset(
     [f"{h}{suffix}" for h in _HISTOGRAMS for suffix in ("_bucket", "_count", "_sum")]

@@ -6,8 +6,10 @@
 failing the whole scrape (prometheus/client_python #1199).
 
 ``MasterCollector`` reads what only the master knows, at scrape time: live
-and desired workers, capacity, each slot's heartbeat age and memory, the
-workers' CPU, the listen backlog, start time and build info.
+and desired workers, capacity, each slot's heartbeat age, memory and open
+file descriptors, the workers' CPU, the listen backlog, start time and build
+info. The master's own process metrics (``process_*``, ``python_info``) are
+prometheus_client's collectors, registered beside it by the Prometheus sink.
 """
 
 from __future__ import annotations
@@ -102,6 +104,17 @@ def _proc_rss(pid: int) -> int | None:
         return None
 
 
+def _proc_open_fds(pid: int) -> int | None:
+    """Open file descriptors of ``pid``: one listing of /proc/<pid>/fd (names
+    only, nothing read per descriptor). None for a worker gone since WORKERS
+    was copied, or a zombie (its table is empty; a live worker always holds
+    its heartbeat file)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd")) or None
+    except OSError:
+        return None
+
+
 def _proc_cpu_seconds(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -167,6 +180,11 @@ class MasterCollector:
             "Resident memory of each worker, from /proc.",
             labels=["slot"],
         )
+        open_fds = GaugeMetricFamily(
+            "gunicorn_worker_open_fds",
+            "Open file descriptors of each worker, from /proc.",
+            labels=["slot"],
+        )
         cpu = 0.0
         now = time.monotonic()
         for pid, worker in workers:
@@ -178,9 +196,13 @@ class MasterCollector:
             rss = _proc_rss(pid)
             if rss is not None:
                 memory.add_metric(label, rss)
+            fds = _proc_open_fds(pid)
+            if fds is not None:
+                open_fds.add_metric(label, fds)
             cpu += _proc_cpu_seconds(pid) or 0.0
         yield heartbeat
         yield memory
+        yield open_fds
         reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
         # A worker's CPU moves from /proc to RUSAGE_CHILDREN when it is
         # reaped; between the two reads it could be in neither, so the value

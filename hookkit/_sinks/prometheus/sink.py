@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from hookkit._aggregate.collect import FileCollector, MasterCollector
 from hookkit._aggregate.directory import (
@@ -110,6 +110,13 @@ class PrometheusSink(Sink):
                 },
             )
         )
+        # The master's own process_* and python_info, as every Python
+        # exporter has them (the standard dashboards'). Read at scrape time
+        # in the endpoint's thread: /proc/self is the process, so CPU counts
+        # all its threads. Only this registry has them: a worker serves
+        # nothing, and prometheus_client's default REGISTRY is never served.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
         self.endpoint = MetricsEndpoint(registry, web)
         try:
             self.endpoint.listen(
