@@ -62,6 +62,7 @@ REFUSED: dict[str, tuple[str, tuple[str, ...]]] = {
     "tracing": ("maybe", ()),
     "tracing_excluded_urls": ("(", ("is not a valid regular expression",)),
     "tracing_flush_seconds": ("ten", ()),
+    "otlp_metrics": ("maybe", ()),
     "gunicorn_config": ("missing-gunicorn.conf.py", ("no such file",)),
 }
 # Settings for which no value stops start-up, and why.
@@ -394,6 +395,27 @@ OTEL_CASES = {
         {"OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": "("},
         "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
         ("'(' is not a valid regular expression",),
+    ),
+    # HOOKKIT_OTLP_METRICS=on: the master's export is checked before any fork.
+    "otlp_metrics_grpc": (
+        {"HOOKKIT_OTLP_METRICS": "on", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc"},
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=grpc is not supported", "http/protobuf"),
+    ),
+    "otlp_metrics_interval": (
+        {"HOOKKIT_OTLP_METRICS": "on", "OTEL_METRIC_EXPORT_INTERVAL": "0"},
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        ("OTEL_METRIC_EXPORT_INTERVAL='0' is not valid", "milliseconds"),
+    ),
+    "otlp_metrics_timeout": (
+        {"HOOKKIT_OTLP_METRICS": "on", "OTEL_EXPORTER_OTLP_TIMEOUT": "never"},
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ("OTEL_EXPORTER_OTLP_TIMEOUT='never' is not valid",),
+    ),
+    "otlp_metrics_without_metrics": (
+        {"HOOKKIT_OTLP_METRICS": "on", "HOOKKIT_METRICS": "off"},
+        "HOOKKIT_OTLP_METRICS",
+        ("needs HOOKKIT_METRICS=on",),
     ),
 }
 

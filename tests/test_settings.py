@@ -30,9 +30,9 @@ BOOL_CASES = [
 ]
 
 
-def test_the_on_off_settings_are_the_five_there_are() -> None:
-    """The on/off settings under test are the five there are."""
-    expected = ["logs", "access_log", "access_log_client", "metrics", "tracing"]
+def test_the_on_off_settings_are_the_six_there_are() -> None:
+    """The on/off settings under test are the six there are."""
+    expected = ["logs", "access_log", "access_log_client", "metrics", "tracing", "otlp_metrics"]
     assert expected == [spec.attr for spec in BOOL_SETTINGS]
 
 
@@ -349,6 +349,7 @@ def test_as_rows_of_the_defaults() -> None:
         ("HOOKKIT_TRACING_EXCLUDED_URLS", "(none)"),
         ("HOOKKIT_REDACT_QUERY", "(defaults only)"),
         ("HOOKKIT_TRACING_FLUSH_SECONDS", "2.0"),
+        ("HOOKKIT_OTLP_METRICS", "off"),
         ("HOOKKIT_GUNICORN_CONFIG", "(none)"),
     ]
     assert expected == Settings().as_rows()
@@ -371,6 +372,7 @@ def test_as_rows_of_set_values() -> None:
         tracing_excluded_urls="/healthz,^/ready",
         redact_query="state,nonce",
         tracing_flush_seconds=0.5,
+        otlp_metrics=True,
         gunicorn_config="gunicorn.conf.py",
     )
 
@@ -389,6 +391,7 @@ def test_as_rows_of_set_values() -> None:
         ("HOOKKIT_TRACING_EXCLUDED_URLS", "/healthz,^/ready"),
         ("HOOKKIT_REDACT_QUERY", "state,nonce"),
         ("HOOKKIT_TRACING_FLUSH_SECONDS", "0.5"),
+        ("HOOKKIT_OTLP_METRICS", "on"),
         ("HOOKKIT_GUNICORN_CONFIG", "gunicorn.conf.py"),
     ]
     assert expected == settings.as_rows()
@@ -411,6 +414,7 @@ def test_as_rows_round_trips_through_the_environment() -> None:
         tracing_excluded_urls="/healthz,^/ready",
         redact_query="state,nonce",
         tracing_flush_seconds=0.5,
+        otlp_metrics=True,
         gunicorn_config="gunicorn.conf.py",
     )
 

@@ -10,6 +10,12 @@ and desired workers, capacity, each slot's heartbeat age, memory and open
 file descriptors, the workers' CPU, the listen backlog, start time and build
 info. The master's own process metrics (``process_*``, ``python_info``) are
 prometheus_client's collectors, registered beside it by the Prometheus sink.
+
+``Aggregate`` is the two together, the master's one aggregate, read under a
+lock (the endpoint's thread and an exporter's thread may both read it).
+The sink that makes it (the Prometheus sink, which owns the directory and
+the slots) publishes it with ``publish``; another backend (the OTLP metrics
+sink) reads it with ``current``, without importing that sink.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import glob
 import json
 import os
 import resource
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,6 +38,8 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from hookkit._core.resets import on_reset
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -245,3 +254,47 @@ class MasterCollector:
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
+
+
+class Aggregate:
+    """The master's one aggregate: the files summed, then the master's live
+    facts (in that order: ``hookkit_multiprocess_files`` counts the files
+    this very collection read). A collector for a ``CollectorRegistry``, and
+    readable from any thread."""
+
+    def __init__(self, files: FileCollector, master: MasterCollector) -> None:
+        self.files = files
+        self.master = master
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family, read whole under the lock, then yielded."""
+        with self._lock:
+            families = [*self.files.collect(), *self.master.collect()]
+        yield from families
+
+
+# The aggregate of this master, once a sink made it: (master pid, aggregate).
+_published: tuple[int, Aggregate] | None = None
+
+
+def publish(aggregate: Aggregate) -> None:
+    """Make ``aggregate`` this master's, for every backend that exports it."""
+    global _published  # noqa: PLW0603 - one aggregate per master
+    _published = (os.getpid(), aggregate)
+
+
+def current() -> Aggregate | None:
+    """This master's aggregate; None before one is published, and in any
+    process forked from the master (a worker never reads it)."""
+    published = _published
+    if published is None or published[0] != os.getpid():
+        return None
+    return published[1]
+
+
+@on_reset
+def _unpublish() -> None:
+    """hookkit.testing.reset(): no aggregate."""
+    global _published  # noqa: PLW0603
+    _published = None

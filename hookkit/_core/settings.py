@@ -274,6 +274,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "(worker_int, worker_exit); an aborted worker waits at most 0.5 s.",
     ),
     SettingSpec(
+        "otlp_metrics",
+        parse_bool,
+        False,
+        "1/0, true/false, on/off, yes/no",
+        "The master pushes the metrics aggregate (what /metrics serves) as OTLP over "
+        "HTTP every `OTEL_METRIC_EXPORT_INTERVAL` ms, as the `OTEL_EXPORTER_OTLP_*` "
+        "variables say. Needs `HOOKKIT_METRICS` on.",
+    ),
+    SettingSpec(
         "gunicorn_config",
         parse_path_or_none,
         None,
@@ -307,6 +316,7 @@ class Settings:
     tracing_excluded_urls: str | None = None
     redact_query: str | None = None
     tracing_flush_seconds: float = 2.0
+    otlp_metrics: bool = False
     gunicorn_config: str | None = None
 
     @classmethod

@@ -1,12 +1,13 @@
 """The composition root: the only module that names every sink.
 
-Which sinks exist follows the settings (``HOOKKIT_LOGS``, ``_METRICS``;
-the tracing sink is always there and ``HOOKKIT_TRACING`` turns its spans
-off); users add their own with ``hookkit.configure(sinks=[...])``.
+Which sinks exist follows the settings (``HOOKKIT_LOGS``, ``_METRICS``,
+``_OTLP_METRICS``; the tracing sink is always there and ``HOOKKIT_TRACING``
+turns its spans off); users add their own with ``hookkit.configure(sinks=[...])``.
 The order of the sinks is declared here, once:
 
-- events and lifecycle: metrics, logs, tracing, then the user's sinks in
-  the order given (once an event's line is written, its metrics are
+- events and lifecycle: metrics, logs, tracing, OTLP metrics (after the
+  metrics sink, whose aggregate it reads), then the user's sinks in the
+  order given (once an event's line is written, its metrics are
   already counted: a scrape that follows a line agrees with it);
 - ``request_started``: tracing first, so that its span is the current
   context for the other sinks and for the app;
@@ -35,6 +36,7 @@ from hookkit._core.runtime import RUNTIME
 from hookkit._core.settings import ConfigError, Settings
 from hookkit._core.sink import RESERVED_NAMES, Sink
 from hookkit._sinks.logs.sink import LogSink, configure_process_logging
+from hookkit._sinks.otlp_metrics.sink import ExportConfig, OtlpMetricsSink
 from hookkit._sinks.prometheus.sink import PrometheusSink
 from hookkit._sinks.tracing.sink import TracingSink
 
@@ -94,6 +96,9 @@ _OWN: tuple[tuple[str, type[Sink], str | None], ...] = (
     ("metrics", PrometheusSink, "metrics"),
     ("logs", LogSink, "logs"),
     ("tracing", TracingSink, None),
+    # Off by default; exports, from the master only, the aggregate the
+    # metrics sink publishes (started after it).
+    ("otlp_metrics", OtlpMetricsSink, "otlp_metrics"),
 )
 
 
@@ -182,4 +187,6 @@ def preview(environ: Mapping[str, str], user: Mapping[str, object]) -> tuple[Set
     names = [name for name, _ in _own_wanted(settings)]
     ExcludedUrls.load(settings.excluded_urls, environ)  # OTEL_PYTHON_EXCLUDED_URLS
     TracingSink(settings)  # checks the OTEL_* variables
+    if settings.otlp_metrics:
+        ExportConfig.load(settings, environ)  # OTEL_METRIC_EXPORT_INTERVAL, protocol, timeout
     return settings, [*names, *(sink.name for sink in _requested.sinks)]

@@ -1,7 +1,8 @@
 """OTLP metrics from the master: the one multiprocess aggregate, as OTLP.
 
-Work in progress (issue 14): ``convert`` turns the metric families hookkit's
-collectors yield into the OpenTelemetry SDK's ``MetricsData``, for the
-official ``OTLPMetricExporter`` to send; ``names`` is the table of OTLP names
-and units. No sink yet: nothing here is wired into the drop-in.
+``sink`` is ``OtlpMetricsSink`` (``HOOKKIT_OTLP_METRICS=on``): the master
+alone, from a thread of its own, sends the aggregate the Prometheus sink
+publishes with the official ``OTLPMetricExporter`` over HTTP. ``convert``
+turns the metric families hookkit's collectors yield into the OpenTelemetry
+SDK's ``MetricsData``; ``names`` is the table of OTLP names and units.
 """

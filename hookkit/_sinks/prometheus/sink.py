@@ -21,7 +21,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from hookkit._aggregate.collect import FileCollector, MasterCollector
+from hookkit._aggregate.collect import Aggregate, FileCollector, MasterCollector, publish
 from hookkit._aggregate.directory import (
     ENV_DIR,
     ENV_PRIVATE,
@@ -96,9 +96,8 @@ class PrometheusSink(Sink):
         import gunicorn
 
         self.files = FileCollector(self.directory.path)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(self.files)
-        registry.register(
+        aggregate = Aggregate(
+            self.files,
             MasterCollector(
                 server,
                 self.slot_of,
@@ -108,8 +107,12 @@ class PrometheusSink(Sink):
                     "hookkit_version": __version__,
                     "worker_class": str(server.cfg.worker_class_str),
                 },
-            )
+            ),
         )
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(aggregate)
+        # Other backends (OTLP metrics) read the same aggregate.
+        publish(aggregate)
         # The master's own process_* and python_info, as every Python
         # exporter has them (the standard dashboards'). Read at scrape time
         # in the endpoint's thread: /proc/self is the process, so CPU counts
