@@ -204,6 +204,26 @@ def test_routes_from_the_app_are_capped(serve):
     assert 40 == total(text, COUNT)
 
 
+def test_the_url_scheme_is_a_label(serve):
+    """``url_scheme`` (OpenTelemetry's Required ``url.scheme``) as gunicorn
+    judged it: https behind a trusted proxy's X-Forwarded-Proto (gunicorn's
+    secure_scheme_headers; 127.0.0.1 is in forwarded_allow_ips by default),
+    http otherwise; a client's claim from an untrusted peer is not taken."""
+    server = serve(APP, "-w", "1")
+    assert 200 == http_get(server.port, "/", headers={"X-Forwarded-Proto": "https"})[0]
+    assert 200 == http_get(server.port, "/")[0]
+    text = wait_count(server, 2)
+    assert (1, 1) == (total(text, COUNT, url_scheme="https"), total(text, COUNT, url_scheme="http"))
+
+    untrusting = serve(APP, "-w", "1", "--forwarded-allow-ips", "192.0.2.1")
+    assert 200 == http_get(untrusting.port, "/", headers={"X-Forwarded-Proto": "https"})[0]
+    text = wait_count(untrusting, 1)
+    assert (0, 1) == (
+        total(text, COUNT, url_scheme="https"),
+        total(text, COUNT, url_scheme="http"),
+    )
+
+
 def test_unknown_methods_become_other(serve):
     """A method outside the standard set is counted as _OTHER."""
     server = serve(APP, "-w", "1")

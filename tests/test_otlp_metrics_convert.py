@@ -153,16 +153,33 @@ def test_gauges_are_gauges_each_with_its_multiprocess_mode(conversion: Conversio
     under its identity (prometheus_client's ``pid`` label). Gauges carry no
     start time (the encoder sends none)."""
     m = metrics(conversion)
-    active = m["http.server.active_requests"]
 
-    assert isinstance(active.data, Gauge)
-    assert [NumberDataPoint({"http.request.method": "GET"}, 0, NOW, 2.0)] == list(
-        active.data.data_points
-    )
     assert [4.0] == [p.value for p in m["shop_carts"].data.data_points]
+    assert isinstance(m["shop_carts"].data, Gauge)
     assert {key(pid="w4242s0"): 7.0, key(pid="w4242s1"): 9.0} == {
         k: p.value for k, p in points(m["shop_seen"]).items()
     }
+
+
+def test_requests_in_flight_are_a_non_monotonic_sum(conversion: Conversion) -> None:
+    """``http.server.active_requests`` is an UpDownCounter in the semantic
+    conventions: a cumulative non-monotonic sum from the master's start,
+    summed over the live workers' files (as the livesum gauge is); so are
+    the WebSocket sessions in flight."""
+    m = metrics(conversion)
+    active = m["http.server.active_requests"]
+
+    assert isinstance(active.data, Sum)
+    assert (False, AggregationTemporality.CUMULATIVE) == (
+        active.data.is_monotonic,
+        active.data.aggregation_temporality,
+    )
+    assert [NumberDataPoint({"http.request.method": "GET"}, START, NOW, 2.0)] == list(
+        active.data.data_points
+    )
+    websockets = m["http.server.active_websockets"].data
+    assert isinstance(websockets, Sum)
+    assert not websockets.is_monotonic
 
 
 def test_the_masters_facts_are_converted(conversion: Conversion) -> None:
@@ -204,7 +221,14 @@ def test_a_histogram_has_per_bucket_counts_and_no_min_or_max(conversion: Convers
     assert AggregationTemporality.CUMULATIVE == duration.data.aggregation_temporality
     by_key = points(duration)
     ok = by_key[
-        key(**{"http.request.method": "GET", "http.response.status_code": 200, "http.route": ROUTE})
+        key(
+            **{
+                "http.request.method": "GET",
+                "http.response.status_code": 200,
+                "http.route": ROUTE,
+                "url.scheme": "http",
+            }
+        )
     ]
     assert (
         HistogramDataPoint(
@@ -227,10 +251,13 @@ def test_a_histogram_has_per_bucket_counts_and_no_min_or_max(conversion: Convers
                 "http.response.status_code": 500,
                 "http.route": "_OTHER",
                 "error.type": "ValueError",
+                "url.scheme": "https",
             }
         )
     ]
-    aborted = by_key[key(**{"http.request.method": "GET", "error.type": "aborted"})]
+    aborted = by_key[
+        key(**{"http.request.method": "GET", "error.type": "aborted", "url.scheme": "http"})
+    ]
     assert (per_bucket({15: 1}, bounds), 1) == (list(failed.bucket_counts), failed.count)
     assert len(bounds) + 1 == len(aborted.bucket_counts)
 
@@ -369,20 +396,29 @@ def test_the_protobuf_histogram_has_no_min_or_max(conversion: Conversion) -> Non
 
 
 def test_the_protobuf_sum_and_gauge(conversion: Conversion) -> None:
-    """A counter is a cumulative monotonic sum of doubles; a gauge a gauge."""
+    """A counter is a cumulative monotonic sum of doubles; a gauge a gauge;
+    requests in flight a cumulative non-monotonic sum."""
     m = encoded(conversion)
-    busy, active = m["gunicorn.worker.busy"], m["http.server.active_requests"]
+    busy, workers = m["gunicorn.worker.busy"], m["gunicorn.workers"]
+    active = m["http.server.active_requests"]
     assert ("sum", True, metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE, 0.75) == (
         busy.WhichOneof("data"),
         busy.sum.is_monotonic,
         busy.sum.aggregation_temporality,
         busy.sum.data_points[0].as_double,
     )
-    assert ("gauge", "{request}", 2.0, 0) == (
+    assert ("gauge", "{worker}", 1.0, 0) == (
+        workers.WhichOneof("data"),
+        workers.unit,
+        workers.gauge.data_points[0].as_double,
+        workers.gauge.data_points[0].start_time_unix_nano,
+    )
+    assert ("sum", False, metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE, 2.0, START) == (
         active.WhichOneof("data"),
-        active.unit,
-        active.gauge.data_points[0].as_double,
-        active.gauge.data_points[0].start_time_unix_nano,
+        active.sum.is_monotonic,
+        active.sum.aggregation_temporality,
+        active.sum.data_points[0].as_double,
+        active.sum.data_points[0].start_time_unix_nano,
     )
 
 

@@ -138,6 +138,16 @@ def method_label(method: object) -> str:
     return method if isinstance(method, str) and method in KNOWN_METHODS else OTHER_METHOD
 
 
+# The schemes an HTTP server's request can have (a WebSocket session is not
+# a request here): anything else is a bug upstream, kept out of the labels.
+_SCHEMES = frozenset(("http", "https"))
+
+
+def scheme_label(scheme: object) -> str:
+    """``url.scheme``: ``http`` or ``https``; anything else ``_OTHER``."""
+    return scheme if isinstance(scheme, str) and scheme in _SCHEMES else OTHER_METHOD
+
+
 class RouteLimit:
     """At most ``limit`` distinct routes per process; the rest are ``_OTHER``."""
 

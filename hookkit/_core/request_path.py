@@ -167,6 +167,7 @@ class RequestPath:
                     resp,
                     scope.queue_seconds,
                     scope.queue_error,
+                    getattr(req, "scheme", None) or "http",
                 ),
             )
             dispatcher = self.dispatcher

@@ -68,6 +68,10 @@ class RequestFinished(NamedTuple):
     ``too_old``, ``unparsable``, ``untrusted``), else None. Both come with
     the end of the request: gunicorn's ASGI worker tells who sent the
     request only then.
+
+    ``scheme`` is the request's URL scheme (``http`` or ``https``), as
+    gunicorn judged it from TLS and ``secure_scheme_headers``:
+    OpenTelemetry's ``url.scheme``.
     """
 
     key: int
@@ -85,6 +89,7 @@ class RequestFinished(NamedTuple):
     response: Any
     queue_seconds: float | None = None
     queue_error: str | None = None
+    scheme: str = "http"  # as gunicorn judged it (TLS, secure_scheme_headers)
 
 
 @runtime_checkable

@@ -14,6 +14,9 @@ Every point is cumulative since ``start_time_ns`` (the master's start), at
 ``time_ns``, under one instrumentation scope (``hookkit``).
 
 - counter: a monotonic sum (the ``_total`` sample; ``_created`` is left out).
+- a gauge whose row in ``names`` is an up-down count (requests and
+  WebSocket sessions in flight): a cumulative non-monotonic sum, as the
+  semantic conventions type ``http.server.active_requests``.
 - gauge, and untyped (``unknown``): a gauge, one point per sample. Untyped
   families become gauges as OpenTelemetry's Prometheus compatibility
   specification says (and the Collector's Prometheus receiver does): a
@@ -107,7 +110,10 @@ def convert(
         if family.type not in _KINDS:
             skipped.append(f"{family.name} ({family.type})")
             continue
-        metric = _metric(family, _KINDS[family.type], start_time_ns, time_ns)
+        kind = _KINDS[family.type]
+        if kind == names.GAUGE and names.otlp_name(family.name, kind).kind == names.UPDOWN:
+            kind = names.UPDOWN  # a livesum gauge the semantic conventions make a sum
+        metric = _metric(family, kind, start_time_ns, time_ns)
         if metric is not None:
             metrics.append(metric)
     scope_metrics = ScopeMetrics(scope=scope, metrics=metrics, schema_url="")
@@ -126,6 +132,8 @@ def _metric(family: Family, kind: str, start: int, now: int) -> Metric | None:
     data: Sum | Gauge | Histogram
     if kind == names.COUNTER:
         data = Sum(_points(family, family.name + "_total", start, now), _CUMULATIVE, True)
+    elif kind == names.UPDOWN:
+        data = Sum(_points(family, family.name, start, now), _CUMULATIVE, False)
     elif kind == names.GAUGE:
         data = Gauge(_points(family, family.name, 0, now))
     elif kind == names.INFO:

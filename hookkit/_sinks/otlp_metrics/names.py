@@ -44,6 +44,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 COUNTER = "counter"  # an OTLP monotonic, cumulative sum
+# An OTLP non-monotonic sum (an UpDownCounter): a count of things in
+# progress, as the semantic conventions type http.server.active_requests.
+# In Prometheus a gauge (livesum); the Collector gives it back without _total.
+UPDOWN = "updown"
 GAUGE = "gauge"
 HISTOGRAM = "histogram"  # explicit buckets, cumulative
 INFO = "info"  # an OTLP gauge named <name>_info, always 1
@@ -61,8 +65,8 @@ class Name(NamedTuple):
 NAMES: tuple[Name, ...] = (
     # Requests (hookkit._sinks.prometheus.metrics)
     Name("http_server_request_duration_seconds", "http.server.request.duration", "s", HISTOGRAM),
-    Name("http_server_active_requests", "http.server.active_requests", "{request}", GAUGE),
-    Name("http_server_active_websockets", "http.server.active_websockets", "{session}", GAUGE),
+    Name("http_server_active_requests", "http.server.active_requests", "{request}", UPDOWN),
+    Name("http_server_active_websockets", "http.server.active_websockets", "{session}", UPDOWN),
     Name(
         "http_server_websocket_duration_seconds", "http.server.websocket.duration", "s", HISTOGRAM
     ),
@@ -106,6 +110,7 @@ ATTRIBUTES: dict[str, str] = {
     "http_response_status_code": "http.response.status_code",
     "http_route": "http.route",
     "error_type": "error.type",
+    "url_scheme": "url.scheme",
 }
 # Attributes sent as an int (the semantic conventions' type), from a label's digits.
 INT_ATTRIBUTES = frozenset({"http.response.status_code"})

@@ -3,7 +3,8 @@
 Metric names follow Prometheus's naming rules (base units, ``_total`` on
 counters) and OpenTelemetry's stable HTTP semantic conventions
 (``http_server_request_duration_seconds`` with ``http_request_method``,
-``http_response_status_code``, ``http_route``, ``error_type``). Labels are
+``http_response_status_code``, ``http_route``, ``error_type``,
+``url_scheme``). Labels are
 bounded whatever clients send: methods outside the standard set become
 ``_OTHER``, routes come only from the application and are capped, and there
 is never a pid label.
@@ -54,7 +55,13 @@ class Metrics:
             "http_server_request_duration_seconds",
             "Duration of HTTP server requests, from gunicorn's pre_request to "
             "post_request (a streamed body included).",
-            ["http_request_method", "http_response_status_code", "http_route", "error_type"],
+            [
+                "http_request_method",
+                "http_response_status_code",
+                "http_route",
+                "error_type",
+                "url_scheme",
+            ],
             buckets=duration_buckets(timeout),
             registry=None,
         )

@@ -34,7 +34,7 @@ from hookkit._aggregate.directory import (
 )
 from hookkit._core import events as ev
 from hookkit._core.events import Event
-from hookkit._core.http import RouteLimit, method_label
+from hookkit._core.http import RouteLimit, method_label, scheme_label
 from hookkit._core.settings import Settings, split_host_port
 from hookkit._core.sink import Fields, RequestFinished, RequestStarted, Sink
 from hookkit._master_http.server import MetricsEndpoint
@@ -63,7 +63,7 @@ class PrometheusSink(Sink):
         # every call, and every request would pay for it. The caches are
         # bounded by the label values' bounds (methods, statuses, routes).
         self._active: dict[str, Any] = {}
-        self._durations: dict[tuple[str, str, str, str], Any] = {}
+        self._durations: dict[tuple[str, str, str, str, str], Any] = {}
         self._request_bodies: dict[str, Any] = {}
         self._response_bodies: dict[str, Any] = {}
         self._queue_durations: dict[str, Any] = {}
@@ -304,6 +304,7 @@ class PrometheusSink(Sink):
             str(status) if status is not None else "",
             self.routes.label(route),
             error_type or "",
+            scheme_label(request.scheme),
         )
         child = self._durations.get(key)
         if child is None:
