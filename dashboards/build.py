@@ -10,6 +10,10 @@ the ``$datasource`` variable on the panel and on each target; every selector
 filtered by ``job=~"$job", instance=~"$instance"``; ``$__rate_interval`` in
 every rate/irate/increase; counters (``_total``, ``_bucket``, ``_count``,
 ``_sum``) only inside those functions; a title, a description and a unit.
+
+Both dashboards carry the same annotations (``ANNOTATIONS``): reloads, master
+starts (a restart or a USR2 re-exec) and worker timeouts, each one mark per
+event (see ``annotations()``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,25 @@ def increase(metric: str, extra: str = "") -> str:
     return f"increase({sel(metric, extra)}{RANGE})"
 
 
+def step_increase(metric: str, extra: str = "") -> str:
+    """How much counter ``metric`` rose since the previous step of the query.
+
+    Its value now, less its last value up to the previous step (``offset
+    $__interval``: Grafana sets ``$__interval`` to the query's step, so the
+    steps tile time): an increment shows at the one step where its first
+    sample is the newest, whatever the step and the scrape interval.
+    ``last_over_time`` over ``$__rate_interval`` rather than the value at the
+    previous step, so that a failed scrape there (the series stale for a
+    moment) loses no mark. ``increase(...[$__interval])`` would miss
+    increments that straddle two windows (and see nothing with a step under
+    two scrapes); a longer window would show one event at several
+    consecutive steps, which Grafana joins into a band. A reset (a fresh
+    start) is negative: no mark.
+    """
+    now = sel(metric, extra)
+    return f"({now} - last_over_time({now}[$__rate_interval] offset $__interval)) > 0"
+
+
 def quantile(q: float, histogram: str, by: str = "", extra: str = "") -> str:
     """``histogram_quantile`` of ``histogram``'s buckets, summed ``by`` (and le)."""
     labels = ", ".join(["le", *filter(None, [by])])
@@ -78,9 +101,19 @@ def targets(*queries: tuple[str, str]) -> list[dict[str, Any]]:
     return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)]
 
 
+# Panels that draw exemplars over time; a stat's reduction and an instant
+# table would take Grafana's extra exemplar frame for data.
+DRAWS_EXEMPLARS = ("timeseries", "heatmap")
+
+
 def panel(
     kind: str, title: str, description: str, unit: str, queries: list[dict[str, Any]], **extra: Any
 ) -> Panel:
+    if kind in DRAWS_EXEMPLARS:
+        # The request latency's exemplars (hookkit's OpenMetrics /metrics): trace ids as dots.
+        queries = [
+            {**q, "exemplar": True} if f"{REQUESTS}_bucket{{" in q["expr"] else q for q in queries
+        ]
     return {
         "type": kind,
         "title": title,
@@ -227,6 +260,80 @@ def variables() -> list[dict[str, Any]]:
     ]
 
 
+# Grafana's own entry (annotations and alerts made in Grafana), as Grafana writes it.
+BUILT_IN_ANNOTATION = {
+    "builtIn": 1,
+    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+    "enable": True,
+    "hide": True,
+    "iconColor": "rgba(0, 211, 255, 1)",
+    "name": "Annotations & Alerts",
+    "type": "dashboard",
+}
+# The smallest step of the annotation queries: Grafana uses a larger one for a
+# long time range. The expressions give one mark per event at any step.
+ANNOTATION_STEP = "15s"
+START = "gunicorn_master_start_time_seconds"
+TIMEOUT = 'reason="timeout"'
+
+
+def master_starts() -> str:
+    """A mark where a master starts: a fresh start, a restart or a USR2 re-exec.
+
+    A new master is a new value of its start time, in the same series (no pid
+    label). ``newest`` is the newest start time scraped during this step,
+    ``before`` the newest in the ``$__rate_interval`` (4 scrapes at least)
+    before the previous step. A mark where ``newest`` is later, or where there
+    was nothing before (the old master's series ended, stale, longer ago:
+    a restart after a pause; also an instance scraped for the first time, or
+    again after scrapes failed for longer than that). Maxima,
+    not the last sample: while a USR2's two masters share the port, scrapes
+    alternate between the old start time and the new one, and neither going
+    back nor coming again is a new mark (as long as some scrape reaches the
+    new master in every ``$__rate_interval``; stop the old one soon).
+    """
+    newest = f"max_over_time({sel(START)}[$__interval])"
+    before = f"max_over_time({sel(START)}[$__rate_interval] offset $__interval)"
+    return f"({newest} > {before}) or ({newest} unless {before})"
+
+
+def annotation(name: str, expr: str, title: str, color: str) -> dict[str, Any]:
+    """A Prometheus annotation: a mark at each step where ``expr`` is above 0."""
+    return {
+        "name": name,
+        "datasource": DATASOURCE,
+        "enable": True,
+        "hide": False,
+        "iconColor": color,
+        "expr": expr,
+        "step": ANNOTATION_STEP,
+        "titleFormat": title,
+        "textFormat": "{{job}} {{instance}}",
+        "tagKeys": "job,instance",
+        "useValueForTime": False,
+    }
+
+
+def annotations() -> list[dict[str, Any]]:
+    """Grafana's own entry, then reloads, master starts and worker timeouts."""
+    return [
+        BUILT_IN_ANNOTATION,
+        annotation("Reloads", step_increase("gunicorn_reloads_total"), "Reload (SIGHUP)", "blue"),
+        annotation(
+            "Master starts",
+            master_starts(),
+            "Master started (a restart or a USR2 re-exec)",
+            "purple",
+        ),
+        annotation(
+            "Worker timeouts",
+            step_increase("gunicorn_worker_exits_total", TIMEOUT),
+            "Worker timeout",
+            "red",
+        ),
+    ]
+
+
 def dashboard(
     uid: str, title: str, description: str, panels: list[Panel], other: tuple[str, str]
 ) -> dict[str, Any]:
@@ -262,7 +369,7 @@ def dashboard(
         "fiscalYearStartMonth": 0,
         "liveNow": False,
         "timepicker": {},
-        "annotations": {"list": []},
+        "annotations": {"list": annotations()},
         "templating": {"list": variables()},
         "links": [
             {
@@ -467,9 +574,6 @@ def overview() -> dict[str, Any]:
         panels,
         ("hookkit-workers", "hookkit / workers"),
     )
-
-
-TIMEOUT = 'reason="timeout"'
 
 
 def workers() -> dict[str, Any]:

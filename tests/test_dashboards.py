@@ -2,7 +2,10 @@
 dashboards/build.py generates, and every panel and every query follows the
 conventions (datasource variable, job/instance filters, $__rate_interval,
 counters only inside rate/irate/increase, metric names hookkit exports,
-units, titles, descriptions; importable, fixed uids, not editable).
+units, titles, descriptions; importable, fixed uids, not editable), the
+annotations (Grafana's own, then reloads, master starts and worker timeouts
+on both dashboards, on the same variables and filters) and the exemplars of
+the latency panels.
 
 No Grafana and no Prometheus here (tests/test_dashboards_live.py runs the
 queries against a real one); one test scrapes a real gunicorn to check that
@@ -177,7 +180,7 @@ def expression_problems(expr: str) -> list[str]:
     return problems
 
 
-def bare_word_problems(expr: str) -> list[str]:
+def bare_word_problems(expr: str, functions: frozenset[str] | set[str] = FUNCTIONS) -> list[str]:
     """What is left once selectors, strings, ranges and grouping labels are
     gone must be functions (followed by "("), keywords and numbers: a bare
     word would be a metric queried without the job/instance filters."""
@@ -191,7 +194,7 @@ def bare_word_problems(expr: str) -> list[str]:
         called = rest[word.end() :].lstrip().startswith("(")
         if token == "__selector__" or token in KEYWORDS:
             continue
-        if called and token not in FUNCTIONS:
+        if called and token not in functions:
             problems.append(f"unexpected function {token}")
         elif not called:
             problems.append(f"{token} used without a job/instance selector")
@@ -397,6 +400,137 @@ def test_workers_contents():
         assert wanted in exprs, wanted
 
 
+# -- annotations -----------------------------------------------------------------
+
+ANNOTATIONS = {"Reloads", "Master starts", "Worker timeouts"}
+# What annotation queries may use besides the panels' functions: a counter's
+# rise over one step is its value less its last one up to the previous step,
+# and the master start compares maxima over the step and the rate interval
+# before it.
+ANNOTATION_FUNCTIONS = FUNCTIONS | {"last_over_time", "max_over_time"}
+ANNOTATION_RANGE = re.compile(r"\[(\$__interval|\$__rate_interval)\](?: offset \$__interval)?")
+BUILT_IN = {
+    "builtIn": 1,
+    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+    "enable": True,
+    "hide": True,
+    "iconColor": "rgba(0, 211, 255, 1)",
+    "name": "Annotations & Alerts",
+    "type": "dashboard",
+}
+
+
+def prometheus_annotations(name: str) -> dict[str, dict[str, Any]]:
+    return {a["name"]: a for a in GENERATED[name]["annotations"]["list"] if not a.get("builtIn")}
+
+
+def annotation_problems(expr: str) -> list[str]:
+    """What breaks the annotation conventions in ``expr``: every selector a
+    metric hookkit exports, with the job/instance filters; ranges only
+    ``[$__interval]`` or ``[$__rate_interval]``, offsets only one step
+    (``offset $__interval``); no bare metric, no other function."""
+    problems: list[str] = []
+    selectors = list(SELECTOR.finditer(expr))
+    if not selectors:
+        problems.append("no selector")
+    for selector in selectors:
+        name, matchers = selector.group(1), selector.group(2)
+        if name is None:
+            problems.append(f"selector without a metric name: {selector.group(0)}")
+            continue
+        if name not in EXPORTED:
+            problems.append(f"{name} is not a metric hookkit exports")
+        for wanted in ('job=~"$job"', 'instance=~"$instance"'):
+            if wanted not in matchers:
+                problems.append(f"{name} lacks {wanted}")
+    rest = ANNOTATION_RANGE.sub(" ", expr)
+    problems.extend(
+        f"range {r} is not [$__interval] or [$__rate_interval]"
+        for r in re.findall(r"\[[^\]]*\]", rest)
+    )
+    rest = re.sub(r"offset \$__interval\b", " ", rest)
+    problems.extend(f"offset {o} is not $__interval" for o in re.findall(r"offset\s+(\S+)", rest))
+    problems.extend(bare_word_problems(rest, ANNOTATION_FUNCTIONS))
+    return problems
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_annotations_keep_grafanas_own_first(name):
+    assert BUILT_IN == GENERATED[name]["annotations"]["list"][0]
+
+
+def test_both_dashboards_have_every_annotation_alike():
+    lists = [GENERATED[name]["annotations"]["list"] for name in sorted(UIDS)]
+    assert lists[0] == lists[1]
+    for name in UIDS:
+        assert ANNOTATIONS == set(prometheus_annotations(name))
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_every_annotation_is_a_prometheus_query_on_the_dashboard_variables(name):
+    for title, annotation in prometheus_annotations(name).items():
+        assert DATASOURCE == annotation["datasource"], title
+        assert annotation["enable"] is True, title
+        assert annotation["hide"] is False, title
+        assert annotation["useValueForTime"] is False, title  # a mark at the step, not at a value
+        assert re.fullmatch(r"\d+[smh]", annotation["step"]), title
+        assert annotation["titleFormat"], title
+        assert "{{instance}}" in annotation["textFormat"], title
+        assert annotation["iconColor"], title
+        assert [] == annotation_problems(annotation["expr"]), title
+    colors = [a["iconColor"] for a in prometheus_annotations(name).values()]
+    assert len(set(colors)) == len(colors)
+
+
+def test_annotation_queries():
+    """Counters: the rise since the previous step (one step back, so the
+    steps tile time; the last value before it, so a failed scrape loses no
+    mark); the master start: the newest start time of the step against the
+    rate interval before it, or a series that begins."""
+    found = {
+        title: a["expr"] for title, a in prometheus_annotations("hookkit-workers.json").items()
+    }
+    for title, metric in (
+        ("Reloads", 'gunicorn_reloads_total{job=~"$job", instance=~"$instance"}'),
+        (
+            "Worker timeouts",
+            'gunicorn_worker_exits_total{job=~"$job", instance=~"$instance", reason="timeout"}',
+        ),
+    ):
+        before = f"last_over_time({metric}[$__rate_interval] offset $__interval)"
+        assert f"({metric} - {before}) > 0" == found[title]
+    start = 'gunicorn_master_start_time_seconds{job=~"$job", instance=~"$instance"}'
+    newest = f"max_over_time({start}[$__interval])"
+    before = f"max_over_time({start}[$__rate_interval] offset $__interval)"
+    assert f"({newest} > {before}) or ({newest} unless {before})" == found["Master starts"]
+
+
+# -- exemplars -------------------------------------------------------------------
+
+REQUEST_BUCKETS = "http_server_request_duration_seconds_bucket{"
+
+
+def test_latency_panels_ask_for_exemplars():
+    """Every request-latency histogram target of a panel that draws over time
+    (time series, heatmap) asks for exemplars; a stat or an instant table
+    never does (Grafana would hand them the exemplar frame as data); nothing
+    else does."""
+    asking = []
+    for name, dashboard in GENERATED.items():
+        for panel in all_panels(dashboard):
+            for target in panel["targets"]:
+                latency = REQUEST_BUCKETS in target["expr"]
+                over_time = panel["type"] in ("timeseries", "heatmap")
+                assert (latency and over_time) == target.get("exemplar", False), panel["title"]
+                if target.get("exemplar"):
+                    asking.append((name, panel["title"]))
+    assert {
+        ("hookkit-overview.json", "Latency percentiles"),
+        ("hookkit-overview.json", "Latency heatmap"),
+        ("hookkit-overview.json", "p95 latency by instance"),
+    } == set(asking)
+
+
 # -- the checker itself ------------------------------------------------------
 
 
@@ -418,6 +552,32 @@ def test_workers_contents():
 )
 def test_the_checker_catches(expr, problem):
     assert any(problem in found for found in expression_problems(expr)), expression_problems(expr)
+
+
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        ("gunicorn_reloads_total > 0", "used without a job/instance selector"),
+        ('changes(gunicorn_reloads_total{job=~"$job"}[$__interval]) > 0', "lacks instance"),
+        ('gunicorn_nope{job=~"$job", instance=~"$instance"} > 0', "not a metric hookkit"),
+        (
+            'increase(gunicorn_reloads_total{job=~"$job", instance=~"$instance"}[5m]) > 0',
+            "range [5m]",
+        ),
+        (
+            'gunicorn_reloads_total{job=~"$job", instance=~"$instance"}'
+            ' - gunicorn_reloads_total{job=~"$job", instance=~"$instance"} offset 1m',
+            "offset 1m",
+        ),
+        (
+            'timestamp(gunicorn_reloads_total{job=~"$job", instance=~"$instance"})',
+            "unexpected function timestamp",
+        ),
+    ],
+)
+def test_the_annotation_checker_catches(expr, problem):
+    found = annotation_problems(expr)
+    assert any(problem in each for each in found), found
 
 
 # -- the exported names, from a real gunicorn -------------------------------------
