@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,15 @@ class PrometheusServer:
         result: list[dict[str, Any]] = data["result"]
         return result
 
+    def query_exemplars(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+        """``data`` of ``/api/v1/query_exemplars`` (exemplar storage must be
+        enabled): per series, ``seriesLabels`` and ``exemplars`` (each with
+        ``labels``, ``value`` and ``timestamp``)."""
+        data: list[dict[str, Any]] = self._get(
+            "/api/v1/query_exemplars", query=expr, start=str(start), end=str(end)
+        )
+        return data
+
     def query_value(self, expr: str) -> float | None:
         """The value of a single-sample query, None when it has no sample."""
         result = self.query(expr)
@@ -197,9 +206,11 @@ def prometheus(
     *,
     rule_files: list[str] | None = None,
     ready_timeout: float = 20.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[PrometheusServer]:
     """Start Prometheus on 127.0.0.1 scraping ``targets`` as job ``hookkit``;
-    yield it once ``/-/ready``; stop it by PID on exit."""
+    yield it once ``/-/ready``; stop it by PID on exit. ``extra_args`` go on
+    its command line (``--enable-feature=exemplar-storage``)."""
     with tempfile.TemporaryDirectory(prefix="hookkit-prom-") as tmp:
         config = Path(tmp, "prometheus.yml")
         # JSON is YAML: no quoting to get wrong.
@@ -220,6 +231,7 @@ def prometheus(
                     f"--storage.tsdb.path={Path(tmp, 'data')}",
                     f"--web.listen-address=127.0.0.1:{port}",
                     "--log.level=warn",
+                    *extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -298,3 +298,26 @@ def test_families_without_a_row_come_back_under_their_own_names(
 
     assert not {family.name for family in families} & set(names.BY_PROMETHEUS)
     assert ((), scraped_samples(families)) == (conversion.skipped, translated_samples(request))
+
+
+def test_the_readme_table_is_the_names_table() -> None:
+    """The README's table gives each row's OTLP name, kind, unit and
+    Prometheus name (as a scrape shows it), in the table's order."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### OTLP metrics", 1)[1].split("\n## ", 1)[0]
+    header = "| OTLP name | kind | unit | Prometheus name |"
+    lines = section.split(header, 1)[1].strip().splitlines()[1:]
+    rows = [line for line in lines if line.startswith("| `")]
+    kinds = {
+        names.COUNTER: "monotonic sum",
+        names.UPDOWN: "non-monotonic sum",
+        names.GAUGE: "gauge",
+        names.HISTOGRAM: "histogram",
+        names.INFO: "gauge (info)",
+    }
+    expected = [
+        f"| `{row.otlp}` | {kinds[row.kind]} | {f'`{row.unit}`' if row.unit else ''} | "
+        f"`{row.prometheus}{EXPOSED_SUFFIX.get(row.kind, '')}` |"
+        for row in names.NAMES
+    ]
+    assert expected == rows

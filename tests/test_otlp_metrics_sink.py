@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
+from hookkit._aggregate.fork_guard import ForkGuard
 from hookkit._core.settings import ConfigError, Settings
 from hookkit._dropin import assemble
 from hookkit._sinks.otlp_metrics import sink as otlp_sink
@@ -40,7 +41,10 @@ def load(**environ: str) -> ExportConfig:
 def test_defaults_are_a_minute_and_ten_seconds() -> None:
     """No variable: every 60000 ms, 10 s per export (the SDK's defaults)."""
     assert (DEFAULT_INTERVAL_MS / 1000, DEFAULT_TIMEOUT_SECONDS) == (60.0, 10.0)
-    assert ExportConfig(interval=60.0, timeout=10.0) == load()
+    assert (
+        ExportConfig(interval=60.0, timeout=10.0, temporality="cumulative", disabled=False)
+        == load()
+    )
 
 
 def test_the_interval_is_in_milliseconds() -> None:
@@ -94,10 +98,58 @@ def test_another_protocol_is_refused() -> None:
 
 
 def test_it_needs_the_metrics_sink() -> None:
-    """The aggregate is the metrics sink's: without it, start-up stops and says so."""
+    """The aggregate is the metrics sink's: without it, start-up stops and
+    says so, and how to keep the metrics without a port."""
     with pytest.raises(ConfigError) as caught:
         ExportConfig.load(Settings(otlp_metrics=True, metrics=False), {})
     assert "HOOKKIT_OTLP_METRICS=on needs HOOKKIT_METRICS=on" in str(caught.value)
+    assert "HOOKKIT_METRICS_BIND=none" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", "cumulative"),
+        ("Delta", "delta"),
+        (" LOWMEMORY ", "lowmemory"),
+        ("cumulative", "cumulative"),
+    ],
+)
+def test_the_temporality_preference_in_any_case(value: str, expected: str) -> None:
+    preference = load(OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=value).temporality
+    assert expected == preference
+
+
+def test_an_unknown_temporality_is_refused_naming_the_variable() -> None:
+    """The SDK would warn and send cumulative; hookkit stops at start-up."""
+    with pytest.raises(ConfigError) as caught:
+        load(OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE="deltas")
+    assert "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE='deltas' is not valid" in str(
+        caught.value
+    )
+    assert "cumulative, delta, lowmemory" in str(caught.value)
+
+
+@pytest.mark.parametrize(("value", "disabled"), [("true", True), ("TRUE", True), ("false", False)])
+def test_otel_sdk_disabled(value: str, disabled: bool) -> None:
+    assert disabled is load(OTEL_SDK_DISABLED=value).disabled
+
+
+def test_a_bad_otel_sdk_disabled_is_refused() -> None:
+    """The SDK reads anything but true as false: hookkit does not guess."""
+    with pytest.raises(ConfigError, match="OTEL_SDK_DISABLED='1' is not valid"):
+        load(OTEL_SDK_DISABLED="1")
+
+
+def test_otel_sdk_disabled_starts_no_export(
+    monkeypatch: pytest.MonkeyPatch, aggregate: _Aggregate
+) -> None:
+    """OTEL_SDK_DISABLED=true: no thread, no exporter, and master_starting says why."""
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    sink = OtlpMetricsSink(ON)
+    assert {"otlp_metrics": "off: OTEL_SDK_DISABLED=true"} == sink.start_master(None)
+    assert (None, None) == (sink._thread, sink._exporter)
+    assert not sink.export_now()
 
 
 # -- identity and resource -----------------------------------------------------
@@ -158,6 +210,7 @@ class _Aggregate:
 
     def __init__(self) -> None:
         self.value = 3.0
+        self.fork_guard = ForkGuard()
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily("gunicorn_worker_spawns", "Workers spawned.", value=self.value)

@@ -30,9 +30,17 @@ BOOL_CASES = [
 ]
 
 
-def test_the_on_off_settings_are_the_six_there_are() -> None:
-    """The on/off settings under test are the six there are."""
-    expected = ["logs", "access_log", "access_log_client", "metrics", "tracing", "otlp_metrics"]
+def test_the_on_off_settings_are_the_seven_there_are() -> None:
+    """The on/off settings under test are the seven there are."""
+    expected = [
+        "logs",
+        "access_log",
+        "access_log_client",
+        "metrics",
+        "tracing",
+        "otlp_metrics",
+        "otlp_logs",
+    ]
     assert expected == [spec.attr for spec in BOOL_SETTINGS]
 
 
@@ -350,6 +358,7 @@ def test_as_rows_of_the_defaults() -> None:
         ("HOOKKIT_REDACT_QUERY", "(defaults only)"),
         ("HOOKKIT_TRACING_FLUSH_SECONDS", "2.0"),
         ("HOOKKIT_OTLP_METRICS", "off"),
+        ("HOOKKIT_OTLP_LOGS", "off"),
         ("HOOKKIT_GUNICORN_CONFIG", "(none)"),
     ]
     assert expected == Settings().as_rows()
@@ -373,6 +382,7 @@ def test_as_rows_of_set_values() -> None:
         redact_query="state,nonce",
         tracing_flush_seconds=0.5,
         otlp_metrics=True,
+        otlp_logs=True,
         gunicorn_config="gunicorn.conf.py",
     )
 
@@ -392,6 +402,7 @@ def test_as_rows_of_set_values() -> None:
         ("HOOKKIT_REDACT_QUERY", "state,nonce"),
         ("HOOKKIT_TRACING_FLUSH_SECONDS", "0.5"),
         ("HOOKKIT_OTLP_METRICS", "on"),
+        ("HOOKKIT_OTLP_LOGS", "on"),
         ("HOOKKIT_GUNICORN_CONFIG", "gunicorn.conf.py"),
     ]
     assert expected == settings.as_rows()
@@ -415,6 +426,7 @@ def test_as_rows_round_trips_through_the_environment() -> None:
         redact_query="state,nonce",
         tracing_flush_seconds=0.5,
         otlp_metrics=True,
+        otlp_logs=True,
         gunicorn_config="gunicorn.conf.py",
     )
 
@@ -435,8 +447,14 @@ def test_metrics_bind_accepts_host_and_port(value) -> None:
     assert value == Settings.load({"HOOKKIT_METRICS_BIND": value}).metrics_bind
 
 
+@pytest.mark.parametrize("value", ["none", "None", " NONE "])
+def test_metrics_bind_none_opens_no_port(value) -> None:
+    """HOOKKIT_METRICS_BIND=none (any case): no /metrics port."""
+    assert None is Settings.load({"HOOKKIT_METRICS_BIND": value}).metrics_bind
+
+
 @pytest.mark.parametrize(
-    "value", ["9191", "localhost", ":9191", "127.0.0.1:0", "127.0.0.1:70000", "h:p"]
+    "value", ["9191", "localhost", ":9191", "127.0.0.1:0", "127.0.0.1:70000", "h:p", "nil"]
 )
 def test_metrics_bind_refuses_malformed_addresses(value) -> None:
     """A malformed address or port is refused, naming the variable."""

@@ -3,7 +3,10 @@
 ``FileCollector`` sums the directory's files as prometheus_client's
 ``MultiProcessCollector`` does, but a file that is empty, truncated or gone
 (a worker killed while it was creating it) is skipped and counted instead of
-failing the whole scrape (prometheus/client_python #1199).
+failing the whole scrape (prometheus/client_python #1199). The request
+histogram's buckets then get their exemplars from the slots' exemplar files
+(``exemplars.ExemplarReader``: prometheus_client keeps none in multiprocess
+mode).
 
 ``MasterCollector`` reads what only the master knows, at scrape time: live
 and desired workers, capacity, each slot's heartbeat age, memory and open
@@ -12,7 +15,8 @@ info. The master's own process metrics (``process_*``, ``python_info``) are
 prometheus_client's collectors, registered beside it by the Prometheus sink.
 
 ``Aggregate`` is the two together, the master's one aggregate, read under a
-lock (the endpoint's thread and an exporter's thread may both read it).
+lock (the endpoint's thread and an exporter's thread may both read it), by
+readers that hold its ``fork_guard`` while they collect.
 The sink that makes it (the Prometheus sink, which owns the directory and
 the slots) publishes it with ``publish``; another backend (the OTLP metrics
 sink) reads it with ``current``, without importing that sink.
@@ -39,6 +43,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from hookkit._aggregate.exemplars import ExemplarReader
+from hookkit._aggregate.fork_guard import ForkGuard
 from hookkit._core.resets import on_reset
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -52,6 +58,7 @@ class FileCollector:
         self.path = path
         self.bad_files = 0  # over the collector's life: hookkit_scrape_errors_total
         self.files_read = 0  # in the last scrape: hookkit_multiprocess_files
+        self.exemplars = ExemplarReader(path)
 
     def collect(self) -> Iterator[Metric]:
         """Read every file once and yield the merged metrics."""
@@ -69,7 +76,10 @@ class FileCollector:
         self.files_read = read
         # The merge itself is prometheus_client's, so the sums are exactly
         # what its own collector would give for the same files.
-        yield from MultiProcessCollector._accumulate_metrics(metrics, True)  # type: ignore[no-untyped-call]
+        merged = MultiProcessCollector._accumulate_metrics(metrics, True)  # type: ignore[no-untyped-call]
+        skipped = self.exemplars.bad_files
+        yield from self.exemplars.attach(merged)
+        self.bad_files += self.exemplars.bad_files - skipped
 
 
 _Entry = tuple[str, str, tuple[tuple[str, str], ...], str, float, float]
@@ -266,6 +276,9 @@ class Aggregate:
         self.files = files
         self.master = master
         self._lock = threading.Lock()
+        # Every reader collects under it (the endpoint's scrapes, the OTLP
+        # export): no fork of the master meanwhile (fork_guard says why).
+        self.fork_guard = ForkGuard()
 
     def collect(self) -> Iterator[Metric]:
         """Every family, read whole under the lock, then yielded."""

@@ -23,11 +23,11 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from hookkit._core import abort_budget, identity
 from hookkit._core import events as ev
-from hookkit._core import identity
 from hookkit._core.asgi import calls_request_hooks, wrap_worker_app
 from hookkit._core.dispatch import Dispatcher
 from hookkit._core.events import Event, Level
@@ -165,6 +165,15 @@ class Runtime:
                 "worker_exited reasons may be 'unknown'"
             )
         fields.update(started)
+        sdk_metrics = sdk_metrics_warning(self.settings, os.environ)
+        if sdk_metrics is not None:
+            fields["warnings"] = [sdk_metrics]
+        # A sink says what it does instead of a default it cannot honour in
+        # a "warnings" list of its fields (tracing under opentelemetry-distro).
+        if sdk_metrics is not None or any(
+            isinstance(value, dict) and value.get("warnings") for value in started.values()
+        ):
+            level = "warning"
         self.emit(ev.MASTER_STARTING, "on_starting", level, **fields)
 
     @_guarded
@@ -281,7 +290,9 @@ class Runtime:
             for scope in scopes
         ]
         # gunicorn SIGKILLs the worker about a second from now: a tracing
-        # sink ends the spans of the stuck requests on this event.
+        # sink ends the spans of the stuck requests on this event, and every
+        # wait from now on shares one budget.
+        abort_budget.start()
         self.emit(
             ev.WORKER_ABORTED,
             "worker_abort",
@@ -311,7 +322,9 @@ class Runtime:
         let the sinks finish within the bound."""
         fields = self.worker.leaving(worker, exc)
         self.emit(ev.WORKER_EXITING, "worker_exit", **fields)
-        self.dispatcher.call("stop_worker", self.settings.tracing_flush_seconds)
+        self.dispatcher.call(
+            "stop_worker", abort_budget.seconds_left(self.settings.tracing_flush_seconds)
+        )
 
     # -- requests ----------------------------------------------------------
 
@@ -378,6 +391,39 @@ class Runtime:
             dirty_worker_pid=worker.pid,
             dirty_worker_age=getattr(worker, "age", None),
         )
+
+
+# Values of OTEL_METRICS_EXPORTER with which the OpenTelemetry SDK's own
+# configuration (opentelemetry-instrument's, an app's) pushes OTLP metrics.
+_SDK_OTLP_METRICS = frozenset({"otlp", "otlp_proto_http", "otlp_proto_grpc"})
+
+
+def sdk_metrics_warning(settings: Settings, environ: Mapping[str, str]) -> str | None:
+    """The ``master_starting`` warning when ``OTEL_METRICS_EXPORTER`` asks
+    the OpenTelemetry SDK for OTLP metrics, or None.
+
+    That variable stays the switch of the SDK's own metrics, per process
+    (opentelemetry-instrument's, an app's), not of hookkit's: under a
+    prefork server every worker then pushes its own cumulative series under
+    one resource, and they collide (opentelemetry-python #3885); hookkit's
+    aggregate is pushed once, by the master, with ``HOOKKIT_OTLP_METRICS``.
+    Unset is not OTLP: the SDK's configuration then sets up no metrics
+    exporter. opentelemetry-distro sets it to ``otlp`` in the master's
+    environment before gunicorn starts, so under the distro it is read as
+    set, and warned about, as it should be: the distro does export."""
+    raw = environ.get("OTEL_METRICS_EXPORTER", "").strip()
+    names = {name.strip().lower() for name in raw.split(",")}
+    if not names & _SDK_OTLP_METRICS:
+        return None
+    if settings.otlp_metrics:
+        fix = "set OTEL_METRICS_EXPORTER=none (HOOKKIT_OTLP_METRICS=on already pushes them)"
+    else:
+        fix = "set OTEL_METRICS_EXPORTER=none and HOOKKIT_OTLP_METRICS=on"
+    return (
+        f"OTEL_METRICS_EXPORTER={raw} turns on the OpenTelemetry SDK's own metrics in "
+        "every worker, whose series collide under a prefork server "
+        f"(opentelemetry-python #3885); hookkit's master pushes the server's metrics once: {fix}"
+    )
 
 
 def _request_hooks(cfg: Any) -> str:

@@ -70,6 +70,16 @@ def parse_host_port(value: object) -> str:
     return text
 
 
+def parse_host_port_or_none(value: object) -> str | None:
+    """``host:port``, ``[v6]:port``, or ``none`` (any case): no port at all."""
+    if value is None or str(value).strip().lower() == "none":
+        return None
+    try:
+        return parse_host_port(value)
+    except ValueError:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:9191 or [::1]:9191, or none") from None
+
+
 def split_host_port(value: str) -> tuple[str, int]:
     """(host, port) of a value ``parse_host_port`` accepted."""
     host, _, port = value.rpartition(":")
@@ -213,10 +223,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec(
         "metrics_bind",
-        parse_host_port,
+        parse_host_port_or_none,
         "127.0.0.1:9191",
-        "host:port, e.g. 127.0.0.1:9191 or [::1]:9191",
-        "Where the master serves /metrics (loopback by default).",
+        "host:port, e.g. 127.0.0.1:9191 or [::1]:9191, or none",
+        "Where the master serves /metrics (loopback by default); `none` opens no "
+        "port and keeps the metrics for HOOKKIT_OTLP_METRICS alone.",
     ),
     SettingSpec(
         "metrics_web_config",
@@ -283,6 +294,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "variables say. Needs `HOOKKIT_METRICS` on.",
     ),
     SettingSpec(
+        "otlp_logs",
+        parse_bool,
+        False,
+        "1/0, true/false, on/off, yes/no",
+        "Every hookkit event (the access line too, when on) and gunicorn's own error "
+        "lines as OpenTelemetry log records, sent over OTLP/HTTP by the process that "
+        "produced them, as the `OTEL_EXPORTER_OTLP_*` variables say.",
+    ),
+    SettingSpec(
         "gunicorn_config",
         parse_path_or_none,
         None,
@@ -309,7 +329,7 @@ class Settings:
     excluded_urls: str | None = None
     slow_request_seconds: float | None = None
     metrics: bool = True
-    metrics_bind: str = "127.0.0.1:9191"
+    metrics_bind: str | None = "127.0.0.1:9191"
     metrics_web_config: str | None = None
     max_routes: int = 100
     tracing: bool = True
@@ -317,6 +337,7 @@ class Settings:
     redact_query: str | None = None
     tracing_flush_seconds: float = 2.0
     otlp_metrics: bool = False
+    otlp_logs: bool = False
     gunicorn_config: str | None = None
 
     @classmethod

@@ -1,12 +1,12 @@
 """The composition root: the only module that names every sink.
 
 Which sinks exist follows the settings (``HOOKKIT_LOGS``, ``_METRICS``,
-``_OTLP_METRICS``; the tracing sink is always there and ``HOOKKIT_TRACING``
+``_OTLP_METRICS``, ``_OTLP_LOGS``; the tracing sink is always there and ``HOOKKIT_TRACING``
 turns its spans off); users add their own with ``hookkit.configure(sinks=[...])``.
 The order of the sinks is declared here, once:
 
 - events and lifecycle: metrics, logs, tracing, OTLP metrics (after the
-  metrics sink, whose aggregate it reads), then the user's sinks in the
+  metrics sink, whose aggregate it reads), OTLP logs, then the user's sinks in the
   order given (once an event's line is written, its metrics are
   already counted: a scrape that follows a line agrees with it);
 - ``request_started``: tracing first, so that its span is the current
@@ -30,12 +30,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from hookkit._aggregate.exemplars import exemplar_filter
 from hookkit._core.excluded import ExcludedUrls
 from hookkit._core.resets import on_reset
 from hookkit._core.runtime import RUNTIME
 from hookkit._core.settings import ConfigError, Settings
 from hookkit._core.sink import RESERVED_NAMES, Sink
 from hookkit._sinks.logs.sink import LogSink, configure_process_logging
+from hookkit._sinks.otlp_logs.config import LogsConfig
+from hookkit._sinks.otlp_logs.sink import OtlpLogsSink
 from hookkit._sinks.otlp_metrics.sink import ExportConfig, OtlpMetricsSink
 from hookkit._sinks.prometheus.sink import PrometheusSink
 from hookkit._sinks.tracing.sink import TracingSink
@@ -99,6 +102,9 @@ _OWN: tuple[tuple[str, type[Sink], str | None], ...] = (
     # Off by default; exports, from the master only, the aggregate the
     # metrics sink publishes (started after it).
     ("otlp_metrics", OtlpMetricsSink, "otlp_metrics"),
+    # Off by default; each process sends its own events and gunicorn's
+    # error lines as OTLP log records.
+    ("otlp_logs", OtlpLogsSink, "otlp_logs"),
 )
 
 
@@ -187,6 +193,10 @@ def preview(environ: Mapping[str, str], user: Mapping[str, object]) -> tuple[Set
     names = [name for name, _ in _own_wanted(settings)]
     ExcludedUrls.load(settings.excluded_urls, environ)  # OTEL_PYTHON_EXCLUDED_URLS
     TracingSink(settings)  # checks the OTEL_* variables
+    if settings.metrics:
+        exemplar_filter(environ)  # OTEL_METRICS_EXEMPLAR_FILTER
     if settings.otlp_metrics:
         ExportConfig.load(settings, environ)  # OTEL_METRIC_EXPORT_INTERVAL, protocol, timeout
+    if settings.otlp_logs:
+        LogsConfig.load(settings, environ)  # the SDK's release, protocol, timeout
     return settings, [*names, *(sink.name for sink in _requested.sinks)]

@@ -6,14 +6,12 @@ hello) holds up nobody: not another scrape, not the master. At most
 ``MAX_CLIENTS`` connections are served at once; more are closed at once.
 A connection that sends nothing is closed after ``CLIENT_TIMEOUT``.
 
-Fork safety: gunicorn forks workers from the master while a scrape may be
-collecting metrics. A child inherits every lock as it was at the fork, so an
-``os.register_at_fork`` hook waits, before every fork of the master, until
-no scrape is being collected, and holds new ones back until the fork is
-done (the way gunicorn's own control socket pauses its thread around fork).
-Reading a request from a slow client is not collecting: a fork never waits
-on a client. The threads do not exist in the child; each worker closes its
-copy of the listening socket in ``post_fork``.
+Fork safety: collecting the metrics of a scrape is done under the master's
+``ForkGuard`` (``hookkit._aggregate.fork_guard``, shared with every other
+reader of the aggregate): no fork while a scrape collects. Reading a
+request from a slow client and writing the body are not collecting: a fork
+never waits on a client. The threads do not exist in the child; each
+worker closes its copy of the listening socket in ``post_fork``.
 
 USR2: the new master takes the listening socket over from the old one
 (gunicorn hands its own listeners over the same way, through
@@ -38,6 +36,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from hookkit._aggregate.fork_guard import ForkGuard
 from hookkit._master_http.webconfig import WebConfig
 
 ENV_FD = "_HOOKKIT_METRICS_FD"
@@ -71,7 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
         try:
-            with endpoint.collecting():
+            with endpoint.fork_guard.collecting():
                 body = encoder(endpoint.registry)
         except Exception as exc:
             self._answer(500, f"collecting metrics failed: {exc!r}\n".encode(), "text/plain")
@@ -100,34 +99,22 @@ class _Handler(BaseHTTPRequestHandler):
 class MetricsEndpoint:
     """``/metrics`` on one socket, answered by daemon threads."""
 
-    def __init__(self, registry: CollectorRegistry, web: WebConfig) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, web: WebConfig, fork_guard: ForkGuard | None = None
+    ) -> None:
         self.registry = registry
         self.web = web
         self.owner = os.getpid()
+        # Collections of the master's aggregate, scrapes and other readers,
+        # wait for forks and forks for them (one guard per master).
+        self.fork_guard = fork_guard or ForkGuard()
         self.refused = 0  # connections closed because MAX_CLIENTS were being served
         self._guard = threading.Condition()
-        self._collecting = 0  # scrapes collecting now
-        self._forking = False
         self._clients = threading.BoundedSemaphore(MAX_CLIENTS)
         self._answering = 0  # connections being answered now
         self._closing = False
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-
-    @contextlib.contextmanager
-    def collecting(self) -> Any:
-        """Around collecting the metrics of one scrape: not while a fork is
-        under way, and no fork until it is done."""
-        with self._guard:
-            while self._forking:
-                self._guard.wait()
-            self._collecting += 1
-        try:
-            yield
-        finally:
-            with self._guard:
-                self._collecting -= 1
-                self._guard.notify_all()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -155,9 +142,8 @@ class MetricsEndpoint:
         self._server = server
 
     def start(self) -> None:
-        """Serve in a daemon thread; pause it around every fork."""
+        """Serve in a daemon thread."""
         assert self._server is not None
-        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork)
         self._thread = threading.Thread(target=self._serve, name="hookkit-metrics", daemon=True)
         self._thread.start()
 
@@ -213,21 +199,6 @@ class MetricsEndpoint:
     def _answered(self) -> None:
         with self._guard:
             self._answering -= 1
-            self._guard.notify_all()
-
-    def _before_fork(self) -> None:
-        if os.getpid() != self.owner:
-            return
-        with self._guard:
-            self._forking = True
-            while self._collecting:
-                self._guard.wait()
-
-    def _after_fork(self) -> None:
-        if os.getpid() != self.owner:
-            return
-        with self._guard:
-            self._forking = False
             self._guard.notify_all()
 
     def hand_over(self, env_orig: dict[str, str]) -> None:

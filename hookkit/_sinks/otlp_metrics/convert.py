@@ -33,7 +33,10 @@ Every point is cumulative since ``start_time_ns`` (the master's start), at
   (Prometheus keeps neither): they are left unset, so the protobuf omits
   both fields (they are ``optional``) and a receiver sees no value rather
   than a made-up one (the SDK itself, with ``record_min_max=False``, sends
-  ``+inf`` and ``-inf``).
+  ``+inf`` and ``-inf``). A bucket sample's exemplar (the request
+  histogram's: trace and span ids, value, time) becomes one of the point's
+  ``exemplars``, in bucket order, when it was recorded within the point's
+  time range (from ``start_time_ns``).
 - summary: a histogram with one bucket and no bounds, keeping ``_count`` and
   ``_sum`` (prometheus_client's multiprocess summaries have no quantiles).
   Back in Prometheus, ``_count`` and ``_sum`` are what they were.
@@ -50,6 +53,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple, cast
 
+from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -179,6 +183,25 @@ class _Series:
         self.buckets: dict[float, float] = {}  # le -> cumulative count
         self.sum = 0.0
         self.count = 0.0
+        self.exemplars: list[Exemplar] = []
+
+
+def _exemplar(sample: Sample, start: int) -> Exemplar | None:
+    """A bucket sample's exemplar (labels ``trace_id``, ``span_id`` in hex)
+    as OTLP's; None without one, or from before ``start``."""
+    exemplar = sample.exemplar
+    if exemplar is None or exemplar.timestamp is None:
+        return None
+    time_ns = round(float(exemplar.timestamp) * 1e9)
+    if time_ns < start:
+        return None
+    labels = dict(exemplar.labels)
+    try:
+        trace_id = int(labels.pop("trace_id"), 16)
+        span_id = int(labels.pop("span_id"), 16)
+    except (KeyError, ValueError):
+        return None
+    return Exemplar(labels, exemplar.value, time_ns, span_id, trace_id)
 
 
 def _histogram_points(family: Family, start: int, now: int) -> list[HistogramDataPoint]:
@@ -196,6 +219,9 @@ def _histogram_points(family: Family, start: int, now: int) -> list[HistogramDat
             one = series[key] = _Series(labels)
         if suffix == "bucket":
             one.buckets[float(sample.labels["le"])] = sample.value
+            exemplar = _exemplar(sample, start)
+            if exemplar is not None:
+                one.exemplars.append(exemplar)
         elif suffix == "sum":
             one.sum = sample.value
         else:
@@ -229,4 +255,5 @@ def _histogram_point(series: _Series, start: int, now: int) -> HistogramDataPoin
         explicit_bounds=bounds[:-1],
         min=_UNSET,
         max=_UNSET,
+        exemplars=series.exemplars,
     )

@@ -5,9 +5,12 @@ starts a daemon thread (threads do not survive gunicorn's fork, and a
 worker never starts one), which every ``OTEL_METRIC_EXPORT_INTERVAL``
 milliseconds (default 60000) reads the aggregate the Prometheus sink
 publishes (``hookkit._aggregate.collect.current``: the same families
-``/metrics`` serves, read under the aggregate's lock), converts it
-(``convert``) and sends it with the official ``OTLPMetricExporter`` over
-HTTP. A failed export is counted in
+``/metrics`` serves, read under the aggregate's fork guard, so no fork
+happens meanwhile), converts it (``convert``), applies the temporality
+preference (``temporality``) and sends it, outside the guard, with the
+official ``OTLPMetricExporter`` over HTTP, instrumentation suppressed as
+the SDK's own exporters do (under ``opentelemetry-instrument`` a push would
+otherwise be a CLIENT span). A failed export is counted in
 ``hookkit_sink_errors_total{sink="otlp_metrics"}`` and reported on stderr
 at most once a minute.
 
@@ -22,33 +25,45 @@ at most once a minute.
 - The resource is ``Resource.create()`` (``OTEL_SERVICE_NAME``,
   ``OTEL_RESOURCE_ATTRIBUTES``) plus a ``service.instance.id`` made once per
   master process (uuid4) and kept across reloads (SIGHUP), unless
-  ``OTEL_RESOURCE_ATTRIBUTES`` names one. Points are cumulative from the
-  master's first start of this sink.
+  ``OTEL_RESOURCE_ATTRIBUTES`` names one. Points start at the master's
+  first start of this sink (deltas: at the last successful export).
+- ``OTEL_SDK_DISABLED=true``: no thread and no exporter; ``master_starting``
+  says so.
 
 The aggregate is recorded by the Prometheus sink (its metrics, slots and
-directory), so ``HOOKKIT_METRICS`` must be on: start-up stops with a
-ConfigError otherwise. gRPC is refused (a gRPC channel in a master that
-forks can hang its children); the timeout variables are read as the Python
-SDK reads them, in seconds.
+directory), so ``HOOKKIT_METRICS`` must be on (``HOOKKIT_METRICS_BIND=none``
+opens no port): start-up stops with a ConfigError otherwise. gRPC is
+refused (a gRPC channel in a master that forks can hang its children),
+unless it is opentelemetry-distro's default, which is warned about in
+``master_starting`` and HTTP used; the timeout variables are read as the
+Python SDK reads them, in seconds.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
 from hookkit._aggregate.collect import current
 from hookkit._core import events as ev
 from hookkit._core.events import Event
+from hookkit._core.otel_env import (
+    http_protobuf_only,
+    otel_bool,
+    positive_number,
+    process_distro_defaults,
+)
 from hookkit._core.resets import on_reset
 from hookkit._core.settings import ConfigError, Settings
 from hookkit._core.sink import Fields, Sink
+from hookkit._sinks.otlp_metrics.temporality import Deltas, load_preference
 
 INTERVAL = "OTEL_METRIC_EXPORT_INTERVAL"
 PROTOCOLS = ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
@@ -68,57 +83,40 @@ class ExportConfig:
 
     interval: float  # seconds between exports
     timeout: float  # seconds one export may take
+    temporality: str  # cumulative, delta or lowmemory
+    disabled: bool  # OTEL_SDK_DISABLED=true: no export at all
+    # What the sink does instead of a default it cannot honour, with the
+    # fix (shown in master_starting, which they make a warning).
+    warnings: tuple[str, ...] = ()
 
     @classmethod
-    def load(cls, settings: Settings, environ: Mapping[str, str]) -> ExportConfig:
-        """The configuration, or a ConfigError naming the variable."""
+    def load(
+        cls,
+        settings: Settings,
+        environ: Mapping[str, str],
+        defaulted: Collection[str] = frozenset(),
+    ) -> ExportConfig:
+        """The configuration, or a ConfigError naming the variable.
+        ``defaulted``: the names whose values are opentelemetry-distro's
+        defaults (``hookkit._core.otel_env``), warned about, not refused."""
         if not settings.metrics:
             raise ConfigError(
                 "HOOKKIT_OTLP_METRICS=on needs HOOKKIT_METRICS=on: the OTLP metrics are "
-                "the aggregate the metrics sink records (set HOOKKIT_METRICS=on, or "
+                "the aggregate the metrics sink records (set HOOKKIT_METRICS=on, with "
+                "HOOKKIT_METRICS_BIND=none to open no /metrics port, or "
                 "HOOKKIT_OTLP_METRICS=off)"
             )
-        _check_protocol(environ)
-        interval_ms = _positive(environ, (INTERVAL,), DEFAULT_INTERVAL_MS, "milliseconds")
-        timeout = _positive(environ, TIMEOUTS, DEFAULT_TIMEOUT_SECONDS, "seconds")
-        return cls(interval=interval_ms / 1000.0, timeout=timeout)
-
-
-def _check_protocol(environ: Mapping[str, str]) -> None:
-    """OTLP over HTTP (protobuf) only: the first protocol variable set decides."""
-    for name in PROTOCOLS:
-        protocol = environ.get(name, "").strip().lower()
-        if not protocol:
-            continue
-        if protocol == "http/protobuf":
-            return
-        if protocol == "grpc":
-            raise ConfigError(
-                f"{name}=grpc is not supported for HOOKKIT_OTLP_METRICS: the master "
-                "exports, and a gRPC channel in a process that forks workers can hang "
-                "them; use http/protobuf (the default)"
-            )
-        raise ConfigError(f"{name}={protocol!r} is not valid (accepted: http/protobuf)")
-
-
-def _positive(
-    environ: Mapping[str, str], names: tuple[str, ...], default: float, unit: str
-) -> float:
-    """The first of ``names`` set (not empty): a positive, finite number."""
-    for name in names:
-        raw = environ.get(name, "").strip()
-        if not raw:
-            continue
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not (value > 0 and math.isfinite(value)):
-            raise ConfigError(
-                f"{name}={raw!r} is not valid (accepted: a positive number of {unit})"
-            )
-        return value
-    return default
+        disabled = otel_bool(environ, "OTEL_SDK_DISABLED")
+        warning = http_protobuf_only(environ, PROTOCOLS, "HOOKKIT_OTLP_METRICS", defaulted)
+        interval_ms = positive_number(environ, (INTERVAL,), DEFAULT_INTERVAL_MS, "milliseconds")
+        timeout = positive_number(environ, TIMEOUTS, DEFAULT_TIMEOUT_SECONDS, "seconds")
+        return cls(
+            interval=interval_ms / 1000.0,
+            timeout=timeout,
+            temporality=load_preference(environ),
+            disabled=disabled,
+            warnings=(warning,) if warning else (),
+        )
 
 
 # This master's identity: (pid, service.instance.id, start time in ns),
@@ -163,7 +161,8 @@ class OtlpMetricsSink(Sink):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.config = ExportConfig.load(settings, os.environ)  # a bad variable: ConfigError
+        # A bad variable: ConfigError.
+        self.config = ExportConfig.load(settings, os.environ, process_distro_defaults())
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one export at a time
@@ -172,6 +171,7 @@ class OtlpMetricsSink(Sink):
         self._convert: Any = None  # convert.convert, imported in start_master
         self._success: Any = None  # MetricExportResult.SUCCESS
         self._resource: Any = None
+        self._deltas: Deltas | None = None
         self._start_ns = 0
         self._master_pid = 0
         self._skipped_reported = False
@@ -179,7 +179,7 @@ class OtlpMetricsSink(Sink):
 
     def configure(self, settings: Settings) -> None:
         """A reload: the settings again (the exporter and thread stay)."""
-        ExportConfig.load(settings, os.environ)
+        ExportConfig.load(settings, os.environ, process_distro_defaults())
         self.settings = settings
 
     # -- lifecycle ---------------------------------------------------------
@@ -188,7 +188,11 @@ class OtlpMetricsSink(Sink):
         """Master: make the exporter and start the export thread."""
         if self._thread is not None:
             return None  # started in this master; a reload keeps it
-        config = self.config = ExportConfig.load(self.settings, os.environ)
+        config = self.config = ExportConfig.load(
+            self.settings, os.environ, process_distro_defaults()
+        )
+        if config.disabled:
+            return {"otlp_metrics": "off: OTEL_SDK_DISABLED=true"}
         # The SDK and its exporter only now, and only in the master; all
         # imported here, in the main thread, never first in the export
         # thread (a fork while that thread held an import lock could leave
@@ -202,6 +206,7 @@ class OtlpMetricsSink(Sink):
         self._success = MetricExportResult.SUCCESS
         instance_id, self._start_ns = master_identity()
         self._resource = master_resource(instance_id)
+        self._deltas = Deltas(config.temporality, self._start_ns)
         self._exporter = OTLPMetricExporter(timeout=config.timeout)
         self._master_pid = os.getpid()
         self._closed = False
@@ -212,7 +217,13 @@ class OtlpMetricsSink(Sink):
             target=self._run, args=(self._stop,), name="hookkit-otlp-metrics", daemon=True
         )
         self._thread.start()
-        return {"otlp_metrics_interval_seconds": config.interval}
+        described: dict[str, object] = {
+            "interval_seconds": config.interval,
+            "temporality": config.temporality,
+        }
+        if config.warnings:
+            described["warnings"] = list(config.warnings)
+        return {"otlp_metrics": described}
 
     def after_fork(self, age: int) -> None:
         """Worker: the master's exporter is not this process's (no thread
@@ -279,14 +290,17 @@ class OtlpMetricsSink(Sink):
 
     def _export_locked(self, where: str) -> bool:
         """Collect, convert and send the aggregate; errors are this sink's."""
-        exporter = self._exporter
+        exporter, deltas = self._exporter, self._deltas
         aggregate = current()
-        if exporter is None or aggregate is None:
+        if exporter is None or aggregate is None or deltas is None:
             return False  # not started here, or the metrics sink did not start
         try:
-            conversion = self._convert(
-                aggregate.collect(), self._resource, self._start_ns, time.time_ns()
-            )
+            now = time.time_ns()
+            # Read under the fork guard, sent outside it: a fork never
+            # waits on the network.
+            with aggregate.fork_guard.collecting():
+                families = list(aggregate.collect())
+            conversion = self._convert(families, self._resource, self._start_ns, now)
             if conversion.skipped and not self._skipped_reported:
                 self._skipped_reported = True
                 self.report_error(
@@ -296,7 +310,14 @@ class OtlpMetricsSink(Sink):
                         + ", ".join(conversion.skipped)
                     ),
                 )
-            result = exporter.export(conversion.data)
+            # As the SDK's own exporters do: the HTTP call itself is not
+            # instrumented (under opentelemetry-instrument, the requests
+            # instrumentation would make a CLIENT span of every push).
+            token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+            try:
+                result = exporter.export(deltas.apply(conversion.data, now))
+            finally:
+                detach(token)
         except Exception as exc:
             self.report_error(where, exc)
             return False
@@ -305,5 +326,6 @@ class OtlpMetricsSink(Sink):
                 where, ExportFailed(f"the OTLP metrics export failed ({result.name})")
             )
             return False
+        deltas.commit()
         self.exports += 1
         return True

@@ -32,6 +32,13 @@ from hookkit._aggregate.directory import (
     slot_identity,
     use_slot_identities,
 )
+from hookkit._aggregate.exemplars import (
+    ALWAYS_OFF,
+    ExemplarWriter,
+    exemplar_filter,
+    path_for,
+)
+from hookkit._aggregate.exemplars import clear as clear_exemplars
 from hookkit._core import events as ev
 from hookkit._core.events import Event
 from hookkit._core.http import RouteLimit, method_label, scheme_label
@@ -68,6 +75,10 @@ class PrometheusSink(Sink):
         self._response_bodies: dict[str, Any] = {}
         self._queue_durations: dict[str, Any] = {}
         self._queue_errors: dict[str, Any] = {}  # by reason (queue_time.REASONS)
+        # Exemplars of the request histogram: OTEL_METRICS_EXEMPLAR_FILTER,
+        # and this worker's slot file (workers only; the master reads).
+        self._exemplar_filter = ALWAYS_OFF
+        self._exemplars: ExemplarWriter | None = None
 
     def configure(self, settings: Settings) -> None:
         """Use ``settings`` after a reload (the endpoint stays where it is)."""
@@ -83,8 +94,11 @@ class PrometheusSink(Sink):
         settings = self.settings
         self.master_pid = os.getpid()
         reexec = "GUNICORN_PID" in os.environ
+        self._exemplar_filter = exemplar_filter(os.environ)  # ConfigError: stop
         web = load_web_config(settings.metrics_web_config)
         self.directory = MetricsDir.open(os.environ, reexec=reexec)
+        if not reexec:
+            clear_exemplars(self.directory.path)  # an earlier master's, as its .db files
         # A re-executed master (USR2) starts from gunicorn's env_orig.
         server.cfg.env_orig[ENV_DIR] = self.directory.path
         if self.directory.private:
@@ -120,16 +134,17 @@ class PrometheusSink(Sink):
         # nothing, and prometheus_client's default REGISTRY is never served.
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
-        self.endpoint = MetricsEndpoint(registry, web)
-        try:
-            self.endpoint.listen(
-                split_host_port(settings.metrics_bind), "HOOKKIT_METRICS_BIND", os.environ
-            )
-        except BaseException:
-            # Start-up stops here (a port in use): no master will remove it later.
-            self.directory.remove()
-            raise
-        self.endpoint.start()
+        if settings.metrics_bind is not None:  # none: the aggregate, for OTLP, and no port
+            self.endpoint = MetricsEndpoint(registry, web, aggregate.fork_guard)
+            try:
+                self.endpoint.listen(
+                    split_host_port(settings.metrics_bind), "HOOKKIT_METRICS_BIND", os.environ
+                )
+            except BaseException:
+                # Start-up stops here (a port in use): no master will remove it later.
+                self.directory.remove()
+                raise
+            self.endpoint.start()
         if not self.directory.private and self.directory.world_writable:
             self.emit_event(
                 ev.METRICS_DIRECTORY_WORLD_WRITABLE,
@@ -177,6 +192,15 @@ class PrometheusSink(Sink):
         self._pending_slot.clear()
         if slot is not None:
             set_identity(slot_identity(self.master_pid, slot))
+            if self._exemplar_filter != ALWAYS_OFF and self.metrics and self.directory:
+                # The slot's file, reused from its predecessor like the .db files.
+                histogram = self.metrics.request_duration
+                self._exemplars = ExemplarWriter(
+                    path_for(self.directory.path, slot_identity(self.master_pid, slot)),
+                    histogram._labelnames,
+                    histogram._upper_bounds,
+                    mode=self._exemplar_filter,
+                )
 
     def start_worker(self, worker: Any) -> None:
         """A dirty worker (no ``after_fork`` ran in it) writes files of its own."""
@@ -284,7 +308,7 @@ class PrometheusSink(Sink):
         if self.metrics is not None:
             self.metrics.busy.inc(request.duration)
 
-    def request_finished(self, request: RequestFinished) -> None:
+    def request_finished(self, request: RequestFinished) -> None:  # noqa: PLR0912 - hot path, inline
         """A request ended: one fewer in flight, its duration, sizes and
         the time it queued behind the proxy."""
         m = self.metrics
@@ -336,3 +360,8 @@ class PrometheusSink(Sink):
                 if errors is None:
                     errors = self._queue_errors[reason] = m.queue_header_errors.labels(reason)
                 errors.inc()
+        # Last, so nothing above is lost if it fails: the span's ids as the
+        # exemplar of the duration's bucket (under trace_based, if sampled).
+        exemplars = self._exemplars
+        if exemplars is not None and (ids := request.span_ids) is not None:
+            exemplars.record(key, duration, ids)

@@ -10,6 +10,12 @@ variable is; with neither, hookkit makes no spans of its own (an app or
 ``opentelemetry-instrument`` that installed an SDK provider still gets
 hookkit's span in it) and never retries against an absent localhost
 collector.
+
+Under ``opentelemetry-instrument`` with ``opentelemetry-distro``, a value
+that is the distro's default (``hookkit._core.otel_env.distro_defaults``)
+and that hookkit cannot honour (gRPC without its exporter) is reported in
+``master_starting`` (``warnings``) with the fix, and hookkit uses its own
+default instead; the same value the user set stops start-up.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -28,6 +34,10 @@ from hookkit._core.http import (
     HeaderCapture,
     QueryRedactor,
     parse_list,
+)
+from hookkit._core.otel_env import (
+    otel_bool,
+    process_distro_defaults,
 )
 from hookkit._core.settings import ConfigError, Settings
 
@@ -47,6 +57,7 @@ _SAMPLERS = frozenset(
     }
 )
 _RATIO_SAMPLERS = frozenset({"traceidratio", "parentbased_traceidratio"})
+GRPC_PACKAGE = "opentelemetry-exporter-otlp-proto-grpc"
 
 
 @dataclass(frozen=True)
@@ -67,19 +78,35 @@ class TracingConfig:
     response_headers: HeaderCapture = field(default_factory=HeaderCapture)
     flush_seconds: float = 2.0
     disabled_by: str | None = None  # the setting that turned tracing off
+    # What hookkit does instead of a default it cannot honour, with the fix:
+    # shown in master_starting, which they make a warning.
+    warnings: tuple[str, ...] = ()
 
     @classmethod
-    def load(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> TracingConfig:
+    def load(
+        cls,
+        settings: Settings,
+        environ: Mapping[str, str] | None = None,
+        defaulted: Collection[str] | None = None,
+    ) -> TracingConfig:
         """Read and check the tracing configuration; raises ConfigError
-        naming the first variable hookkit cannot use."""
+        naming the first variable hookkit cannot use.
+
+        ``defaulted``: the names whose values are opentelemetry-distro's
+        defaults (warned about, never refused). By default, those of this
+        process's environment when ``environ`` is it (None), and none for
+        an environment passed in: the distro changes only the process's."""
         env = os.environ if environ is None else environ
+        if defaulted is None:
+            defaulted = process_distro_defaults() if environ is None else frozenset()
         if not settings.tracing:
             return cls(disabled_by="HOOKKIT_TRACING")
-        if _otel_bool(env, "OTEL_SDK_DISABLED"):
+        if otel_bool(env, "OTEL_SDK_DISABLED"):
             return cls(disabled_by="OTEL_SDK_DISABLED")
         _check_sampler(env)
         _check_propagators(env)
-        exporters, own = _exporters(env)
+        warnings: list[str] = []
+        exporters, own = _exporters(env, defaulted, warnings)
         endpoint = next((env[name] for name in OTLP_ENDPOINTS if env.get(name)), None)
         sanitize = parse_list(env.get(SANITIZE))
         return cls(
@@ -92,6 +119,7 @@ class TracingConfig:
             request_headers=_capture(env, CAPTURE_REQUEST, sanitize),
             response_headers=_capture(env, CAPTURE_RESPONSE, sanitize),
             flush_seconds=settings.tracing_flush_seconds,
+            warnings=tuple(warnings),
         )
 
     def describe(self) -> dict[str, object]:
@@ -109,37 +137,27 @@ class TracingConfig:
         fields: dict[str, object] = {"tracing": "on", "exporters": list(self.exporters)}
         if "otlp" in self.exporters or "otlp_grpc" in self.exporters:
             fields["endpoint"] = self.endpoint or "http://localhost:4318"
+        if self.warnings:
+            fields["warnings"] = list(self.warnings)
         return fields
 
 
-def _otel_bool(env: Mapping[str, str], name: str) -> bool:
-    """An OpenTelemetry boolean: the SDK reads only ``true`` (any case) as
-    true, so hookkit refuses what the SDK would silently read as false
-    (``1``, ``yes``), rather than disagree with an app's own SDK."""
-    value = env.get(name, "").strip().lower()
-    if value in ("", "false"):
-        return False
-    if value == "true":
-        return True
-    raise ConfigError(
-        f"{name}={env[name]!r} is not valid (accepted: true, false; the OpenTelemetry "
-        "SDK reads any other value as false)"
-    )
-
-
-def _exporters(env: Mapping[str, str]) -> tuple[tuple[str, ...], bool]:
-    """(exporters hookkit builds, whether hookkit makes its own provider)."""
+def _exporters(
+    env: Mapping[str, str], defaulted: Collection[str], warnings: list[str]
+) -> tuple[tuple[str, ...], bool]:
+    """(exporters hookkit builds, whether hookkit makes its own provider);
+    what it does instead of a default it cannot honour goes to ``warnings``."""
     raw = env.get("OTEL_TRACES_EXPORTER", "").strip()
     if not raw:
         if any(env.get(name) for name in OTLP_ENDPOINTS):
-            return (_otlp_flavour(env),), True
+            return (_otlp_flavour(env, defaulted, warnings),), True
         return (), False
     names: list[str] = []
     for name in parse_list(raw.lower()):
         if name == "none":
             continue
         if name == "otlp":
-            names.append(_otlp_flavour(env))
+            names.append(_otlp_flavour(env, defaulted, warnings))
         elif name == "console":
             names.append(name)
         elif _entry_point(name) is None:
@@ -153,8 +171,14 @@ def _exporters(env: Mapping[str, str]) -> tuple[tuple[str, ...], bool]:
     return tuple(dict.fromkeys(names)), True
 
 
-def _otlp_flavour(env: Mapping[str, str]) -> str:
-    """OTLP over HTTP unless a protocol variable asks for gRPC."""
+def _otlp_flavour(env: Mapping[str, str], defaulted: Collection[str], warnings: list[str]) -> str:
+    """OTLP over HTTP unless a protocol variable asks for gRPC.
+
+    gRPC without its exporter installed: refused when the user asked for
+    it; when it is opentelemetry-distro's default, hookkit keeps its own
+    default, HTTP, and says so (``warnings``). With the exporter installed,
+    a distro default still gets a warning: the distro built its gRPC
+    exporter in the master, before gunicorn forks the workers that use it."""
     for name in _PROTOCOLS:
         protocol = env.get(name, "").strip().lower()
         if not protocol:
@@ -162,11 +186,27 @@ def _otlp_flavour(env: Mapping[str, str]) -> str:
         if protocol == "http/protobuf":
             return "otlp"
         if protocol == "grpc":
-            if not _importable("opentelemetry.exporter.otlp.proto.grpc.trace_exporter"):
-                raise ConfigError(
-                    f"{name}=grpc needs the package opentelemetry-exporter-otlp-proto-grpc; "
-                    "install it, or use http/protobuf (hookkit's default)"
+            installed = _importable("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
+            if name not in defaulted:
+                if not installed:
+                    raise ConfigError(
+                        f"{name}=grpc needs the package {GRPC_PACKAGE}; "
+                        "install it, or use http/protobuf (hookkit's default)"
+                    )
+                return "otlp_grpc"
+            if not installed:
+                warnings.append(
+                    f"{name}=grpc is opentelemetry-distro's default, and {GRPC_PACKAGE} "
+                    "is not installed: hookkit exports its spans over http/protobuf instead "
+                    "(and the distro set up no tracing, no instrumentation: see its error "
+                    f"above); set {name}=http/protobuf"
                 )
+                return "otlp"
+            warnings.append(
+                f"{name}=grpc is opentelemetry-distro's default: the distro made its gRPC "
+                "exporters in the gunicorn master, before the fork, and a gRPC channel "
+                f"made before a fork can hang the workers; set {name}=http/protobuf"
+            )
             return "otlp_grpc"
         raise ConfigError(f"{name}={protocol!r} is not valid (accepted: http/protobuf, grpc)")
     return "otlp"

@@ -7,10 +7,13 @@ Lifecycle, per process:
   nothing crosses a fork;
 - worker, once the app is loaded (``post_worker_init``, or
   ``dirty_worker_init``): an SDK tracer provider the app or
-  ``opentelemetry-instrument`` installed is used as it is; otherwise, when
-  export was asked for, hookkit builds one with a batch processor per
-  exporter and makes it the global provider, so the app's own spans go to
-  the same place;
+  ``opentelemetry-instrument`` installed is used as it is (opentelemetry-distro
+  builds its provider in the master, before the fork; the SDK restarts its
+  batch thread in each worker), with the worker's identity as span
+  attributes, since that provider's resource does not name the worker;
+  otherwise, when export was asked for, hookkit builds one with a batch
+  processor per exporter and makes it the global provider, so the app's own
+  spans go to the same place;
 - request: the span starts in ``pre_request`` and is attached as the
   current context, so the app's spans and the contrib framework
   instrumentations nest under it (they make an INTERNAL span when a span is
@@ -38,6 +41,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from hookkit._core import abort_budget
 from hookkit._core import events as ev
 from hookkit._core.client_address import client_address, client_address_from_environ
 from hookkit._core.events import Event
@@ -61,7 +65,6 @@ from hookkit._sinks.tracing.export import (
 )
 from hookkit._version import __version__
 
-ABORT_FLUSH_SECONDS = 0.5  # gunicorn SIGKILLs an aborted worker about a second later
 TIMEOUT_ERROR = "timeout"
 
 # Which tracer provider a worker uses.
@@ -455,7 +458,7 @@ class TracingSink(Sink):
             ended += 1
         if not ended:
             return True
-        return self.flush(min(ABORT_FLUSH_SECONDS, self.config.flush_seconds))
+        return self.flush(abort_budget.seconds_left(self.config.flush_seconds))
 
     def slow(self, fields: Fields) -> None:
         """The watchdog found a request past its threshold (``request_slow``'s
