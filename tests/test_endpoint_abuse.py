@@ -6,7 +6,9 @@ real gunicorn.
 - **Slow and malformed clients** on the metrics port (connections that send
   nothing, half a request line, bytes that are not HTTP): scrapes stay
   prompt, the app keeps serving, the master keeps forking, and the server
-  closes each such connection within ``_endpoint.CLIENT_TIMEOUT``.
+  closes each such connection within ``CLIENT_TIMEOUT``; the issue's
+  slowloris (200 connections trickling a byte every 2-3 s for ~10 s) does
+  not make a scrape fail or take 1 s.
 - **Basic auth**: a refused request (no, wrong or malformed credentials;
   any path; any method) gets no metrics, only a 401 (501 for a method the
   endpoint does not serve); over TLS with a test certificate too.
@@ -41,6 +43,7 @@ from hookkit._core.settings import Settings, split_host_port
 from hookkit._face.gunicorn_process import Gunicorn, free_port, match
 from hookkit._master_http.server import CLIENT_TIMEOUT
 from tests.conftest import ServeFactory, clean_env, no_control_socket
+from tests.test_master_http_endpoint import Tricklers, scrape_while, slow_ones
 from tests.test_prometheus_server import PASSWORD, USER, basic, make_pki, web_config_yaml
 from tests.test_webconfig import hashed
 
@@ -228,6 +231,22 @@ def test_slow_and_malformed_clients_do_not_delay_scrapes(serve: ServeFactory) ->
             assert (200, True) == (status, seconds < SCRAPE_BOUND)
 
 
+def test_scrapes_hold_against_200_trickling_clients(serve: ServeFactory) -> None:
+    """The issue's abuse on a real gunicorn: 200 connections held open on the
+    metrics port for ~10 s, each trickling a byte every 2-3 s (the old
+    server failed every scrape from the first second). A scrape every
+    0.5 s meanwhile: each is a 200 within 1 s; the app keeps answering."""
+    server = serve(APP, "-w", "1")
+    server.wait_for(match(event="worker_booted"))
+    with Tricklers(server.metrics_port, 200) as tricklers:
+        results = scrape_while(server.metrics_port, 10.0)
+        app = timed_get(server.port, "/", APP_BOUND)
+    assert [] == slow_ones(results)
+    assert len(results) >= 15
+    assert tricklers.reopened >= 200  # dropped at the head deadline, and back
+    assert 200 == app[0]
+
+
 def test_slow_clients_do_not_stop_the_master_forking(serve: ServeFactory) -> None:
     """With the slow connections open, a TTIN still gets a new worker booted
     within BOOT_BOUND: the master is not held in its before-fork hook."""
@@ -281,8 +300,7 @@ def test_one_silent_client_is_dropped_after_the_client_timeout(serve: ServeFacto
     with socket.create_connection(("127.0.0.1", port), timeout=5) as garbage:
         garbage.sendall(SLOW_CLIENTS["garbage-line"][0])
         answer = b"".join(iter(lambda: garbage.recv(65536), b""))  # to the server's close
-    # http.server answers a request line it cannot parse as HTTP/0.9 would:
-    # the error page alone, with no status line.
+    # A request line that is not HTTP/1.x: a 400 whose body names it.
     assert b"400 - Bad request syntax" in answer
     assert [] == has_metrics(answer)
     silent = {"idle": (b"", 1)}

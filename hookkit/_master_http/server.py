@@ -1,17 +1,33 @@
-"""The ``/metrics`` endpoint, served by threads in the master.
+"""The master's HTTP server: ``/metrics``, and the routes other backends add.
 
-One thread accepts connections; each connection gets a thread of its own, so
-a client that connects and sends nothing (or a TLS client that never says
-hello) holds up nobody: not another scrape, not the master. At most
-``MAX_CLIENTS`` connections are served at once; more are closed at once.
-A connection that sends nothing is closed after ``CLIENT_TIMEOUT``.
+It must hold against clients that are slow on purpose: ``/metrics`` is
+bound to a pod address in Kubernetes so that Prometheus reaches it, so any
+pod of the cluster reaches it too. Its parts, each in a module of its own:
+
+- ``connections``: one selector thread does all socket I/O. It accepts,
+  does the TLS handshake and reads request heads on non-blocking sockets,
+  with a deadline for the whole head (``CLIENT_TIMEOUT``, the handshake
+  included) and a size bound (``MAX_HEAD``, else 431); it writes each
+  response within ``WRITE_TIMEOUT``. The table holds ``MAX_CONNECTIONS``;
+  when it is full, the connection whose head is oldest and incomplete
+  makes room, so a new scraper always gets in.
+- ``pool``: ``WORKERS`` threads answer complete requests only: the password
+  check, the collection, a route's handler. No thread ever waits on a client.
+- ``routes``: what is answered (basic auth first, ``/metrics`` with gzip,
+  ``HEAD`` and ``name[]`` as prometheus_client's handler has them, the
+  routes added with ``MetricsEndpoint.route``, 404).
+- ``messages``: the ``Request`` and ``Response`` values a route's handler
+  sees and returns, parsing and rendering.
+- ``published``: the master's endpoint, for the backends that add routes.
+
+One request per connection (every response says ``Connection: close``).
 
 Fork safety: collecting the metrics of a scrape is done under the master's
 ``ForkGuard`` (``hookkit._aggregate.fork_guard``, shared with every other
-reader of the aggregate): no fork while a scrape collects. Reading a
-request from a slow client and writing the body are not collecting: a fork
-never waits on a client. The threads do not exist in the child; each
-worker closes its copy of the listening socket in ``post_fork``.
+reader of the aggregate): no fork while a scrape collects. Nothing else
+is: a fork never waits on a client or a route's handler. The threads do
+not exist in the child; each worker closes its copies of the server's
+descriptors in ``post_fork`` (``close_in_child``).
 
 USR2: the new master takes the listening socket over from the old one
 (gunicorn hands its own listeners over the same way, through
@@ -29,78 +45,64 @@ import errno
 import os
 import socket
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from hookkit._aggregate.fork_guard import ForkGuard
+from hookkit._master_http.connections import Connections
+from hookkit._master_http.messages import Handler, Request, Response
+from hookkit._master_http.pool import Pool
+from hookkit._master_http.published import current_endpoint, publish_endpoint
+from hookkit._master_http.routes import Router, private_allowed
 from hookkit._master_http.webconfig import WebConfig
 
+__all__ = [
+    "CLIENT_TIMEOUT",
+    "ENV_FD",
+    "MAX_CONNECTIONS",
+    "MAX_HEAD",
+    "WORKERS",
+    "WRITE_TIMEOUT",
+    "Handler",
+    "MetricsEndpoint",
+    "Request",
+    "Response",
+    "current_endpoint",
+    "private_allowed",
+    "publish_endpoint",
+]
+
 ENV_FD = "_HOOKKIT_METRICS_FD"
-# A connection that sends nothing is closed after this long.
+# A request head, TLS handshake included, must be complete this long after
+# the connection is accepted; else the connection is closed.
 CLIENT_TIMEOUT = 5.0
-# Connections served at once; more are closed as they arrive.
-MAX_CLIENTS = 64
-
-
-class _Server(HTTPServer):
-    endpoint: MetricsEndpoint
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that broke off, or a failed TLS handshake (a plain-HTTP
-        probe of the TLS port): ignored, never printed. socketserver would
-        print a traceback to stderr, outside the JSON log stream; the client
-        is gone and there is nothing for an operator to act on."""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = CLIENT_TIMEOUT
-
-    def do_GET(self) -> None:
-        endpoint = self.server.endpoint
-        if not endpoint.web.authorized(self.headers.get("Authorization")):
-            self._answer(401, b"Unauthorized\n", "text/plain", [("WWW-Authenticate", "Basic")])
-            return
-        if self.path.split("?", 1)[0] != "/metrics":
-            self._answer(404, b"Not Found: the metrics are at /metrics\n", "text/plain")
-            return
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        try:
-            with endpoint.fork_guard.collecting():
-                body = encoder(endpoint.registry)
-        except Exception as exc:
-            self._answer(500, f"collecting metrics failed: {exc!r}\n".encode(), "text/plain")
-            return
-        self._answer(200, body, content_type)
-
-    def _answer(
-        self,
-        code: int,
-        body: bytes,
-        content_type: str,
-        headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
-    ) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in [*self.server.endpoint.web.headers.items(), *headers]:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes are not logged: one line per scrape would drown the stream."""
+# A response must be written (read by the client) within this long.
+WRITE_TIMEOUT = 10.0
+# Bytes of a request head; a longer one is answered with 431.
+MAX_HEAD = 16 * 1024
+# Connections held at once: heads being read, requests being answered,
+# responses being written.
+MAX_CONNECTIONS = 256
+# Threads answering complete requests.
+WORKERS = 4
 
 
 class MetricsEndpoint:
-    """``/metrics`` on one socket, answered by daemon threads."""
+    """``/metrics`` and added routes on one socket, served by daemon threads:
+    ``listen``, then ``start``; ``close`` at the master's exit."""
 
     def __init__(
-        self, registry: CollectorRegistry, web: WebConfig, fork_guard: ForkGuard | None = None
+        self,
+        registry: CollectorRegistry,
+        web: WebConfig,
+        fork_guard: ForkGuard | None = None,
+        *,
+        workers: int = WORKERS,
+        head_timeout: float = CLIENT_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
+        max_head: int = MAX_HEAD,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.registry = registry
         self.web = web
@@ -108,20 +110,39 @@ class MetricsEndpoint:
         # Collections of the master's aggregate, scrapes and other readers,
         # wait for forks and forks for them (one guard per master).
         self.fork_guard = fork_guard or ForkGuard()
-        self.refused = 0  # connections closed because MAX_CLIENTS were being served
-        self._guard = threading.Condition()
-        self._clients = threading.BoundedSemaphore(MAX_CLIENTS)
-        self._answering = 0  # connections being answered now
-        self._closing = False
-        self._server: _Server | None = None
+        self.router = Router(registry, web, self.fork_guard, lambda: self.address[0])
+        self.head_timeout = head_timeout
+        self.write_timeout = write_timeout
+        self.max_head = max_head
+        self.max_connections = max_connections
+        self._pool = Pool(workers, "hookkit-metrics-client")
+        self._connections: Connections | None = None
+        self._address: tuple[str, int] | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) it listens on."""
-        assert self._server is not None
-        host, port = self._server.socket.getsockname()[:2]
-        return host, port
+        assert self._address is not None
+        return self._address
+
+    @property
+    def refused(self) -> int:
+        """New connections closed because every slot held a request being answered."""
+        return self._connections.refused if self._connections is not None else 0
+
+    @property
+    def evicted(self) -> int:
+        """Connections dropped to make room for a new one (slow heads first)."""
+        return self._connections.evicted if self._connections is not None else 0
+
+    def route(self, path: str, handler: Handler, *, private: bool = False) -> None:
+        """Answer GET and HEAD of ``path`` with ``handler``, in the worker
+        pool, outside the fork guard; a handler that raises is a 500. Basic
+        auth, when configured, applies as on /metrics. ``private``: only
+        where strangers cannot reach it (a loopback bind, or basic auth
+        configured); elsewhere 403, saying why and how."""
+        self.router.route(path, handler, private)
 
     def listen(self, bind: tuple[str, int], setting: str, environ: Any) -> None:
         """Take the socket the old master handed over (USR2), else bind."""
@@ -131,113 +152,66 @@ class MetricsEndpoint:
             os.set_inheritable(sock.fileno(), False)
         else:
             sock = _bind(bind, setting)
-        context = self.web.ssl_context()
-        if context is not None:
-            # The handshake happens on the first read, under the client timeout.
-            sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        server = _Server(bind, _Handler, bind_and_activate=False)
-        server.socket.close()
-        server.socket = sock
-        server.endpoint = self
-        self._server = server
+        host, port = sock.getsockname()[:2]
+        self._address = (host, port)
+        self._connections = Connections(
+            sock,
+            self.web.ssl_context(),
+            self.router.answer,
+            self._pool,
+            head_timeout=self.head_timeout,
+            write_timeout=self.write_timeout,
+            max_head=self.max_head,
+            max_connections=self.max_connections,
+        )
 
     def start(self) -> None:
-        """Serve in a daemon thread."""
-        assert self._server is not None
-        self._thread = threading.Thread(target=self._serve, name="hookkit-metrics", daemon=True)
+        """Serve: the selector thread and the worker pool, daemon threads."""
+        assert self._connections is not None
+        self._pool.start()
+        self._thread = threading.Thread(
+            target=self._connections.run, name="hookkit-metrics", daemon=True
+        )
         self._thread.start()
-
-    def _serve(self) -> None:
-        """Accept connections, each answered in a thread of its own."""
-        server = self._server
-        assert server is not None
-        while server.socket.fileno() != -1 and not self._closing:
-            try:
-                readable = server.socket.fileno() != -1 and _wait_readable(server.socket, 0.5)
-            except (OSError, ValueError):
-                return
-            if not readable:
-                continue
-            # Counted before accept(), under the guard close() takes: a
-            # connection accepted here is always waited for at exit.
-            with self._guard:
-                if self._closing:
-                    return
-                self._answering += 1
-            try:
-                connection, address = server.socket.accept()
-            except (OSError, ValueError):
-                self._answered()
-                if server.socket.fileno() == -1:
-                    return
-                continue
-            if not self._clients.acquire(blocking=False):
-                self.refused += 1
-                with contextlib.suppress(OSError):
-                    connection.close()
-                self._answered()
-                continue
-            threading.Thread(
-                target=self._answer_client,
-                args=(server, connection, address),
-                name="hookkit-metrics-client",
-                daemon=True,
-            ).start()
-
-    def _answer_client(self, server: _Server, connection: Any, address: Any) -> None:
-        # One bad client never stops the endpoint.
-        try:
-            connection.settimeout(CLIENT_TIMEOUT)
-            server.finish_request(connection, address)
-        except Exception:
-            server.handle_error(connection, address)
-        finally:
-            server.shutdown_request(connection)
-            self._clients.release()
-            self._answered()
-
-    def _answered(self) -> None:
-        with self._guard:
-            self._answering -= 1
-            self._guard.notify_all()
 
     def hand_over(self, env_orig: dict[str, str]) -> None:
         """In the USR2 child, just before exec: let the new master inherit
         the listening socket."""
-        if self._server is None:
+        if self._connections is None:
             return
-        fd = self._server.socket.fileno()
+        fd = self._connections.listener.fileno()
+        if fd == -1:
+            return
         os.set_inheritable(fd, True)
         env_orig[ENV_FD] = str(fd)
 
     def close_in_child(self) -> None:
-        """In a worker: drop the inherited copy of the listening socket."""
-        if self._server is not None:
-            with contextlib.suppress(OSError):
-                self._server.socket.close()
-            self._server = None
+        """In a worker: drop the inherited copies of the server's sockets.
+        Called in the process that serves (hooks run without a fork, as
+        ``benchmarks/request_path.py`` runs them), the threads are there
+        too: stop them, as ``close`` does."""
+        if os.getpid() == self.owner and self._thread is not None:
+            self.close(0.0)
+            self._connections = None
+            return
+        if self._connections is not None:
+            self._connections.close_in_child()
+            self._connections = None
 
     def close(self, wait: float = 1.0) -> None:
         """Stop answering (the master exits): accept no more connections,
-        and give the ones being answered up to ``wait`` seconds to finish
+        and give the requests in hand up to ``wait`` seconds to be answered
         (after a USR2, the new master takes the next ones)."""
-        with self._guard:
-            self._closing = True
-        if self._server is not None:
+        connections = self._connections
+        if connections is None:
+            return
+        if self._thread is None:
             with contextlib.suppress(OSError):
-                self._server.socket.close()
-        deadline = time.monotonic() + wait
-        with self._guard:
-            while self._answering and time.monotonic() < deadline:
-                self._guard.wait(max(0.0, deadline - time.monotonic()))
-
-
-def _wait_readable(sock: socket.socket, timeout: float) -> bool:
-    import selectors
-
-    with selectors.DefaultSelector() as selector:
-        selector.register(sock, selectors.EVENT_READ)
-        return bool(selector.select(timeout))
+                connections.listener.close()
+            return
+        connections.stop(wait)
+        self._thread.join(wait + 1.0)
+        self._pool.stop(0.5)
 
 
 def _bind(bind: tuple[str, int], setting: str) -> socket.socket:
@@ -254,5 +228,5 @@ def _bind(bind: tuple[str, int], setting: str) -> socket.socket:
             f"hookkit: {setting}={host}:{port}: the metrics port {why}; "
             f"choose another with {setting}=HOST:PORT, or set HOOKKIT_METRICS=off"
         ) from None
-    sock.listen(64)
+    sock.listen(128)
     return sock

@@ -44,7 +44,7 @@ from hookkit._core.events import Event
 from hookkit._core.http import RouteLimit, method_label, scheme_label
 from hookkit._core.settings import Settings, split_host_port
 from hookkit._core.sink import Fields, RequestFinished, RequestStarted, Sink
-from hookkit._master_http.server import MetricsEndpoint
+from hookkit._master_http.server import MetricsEndpoint, publish_endpoint
 from hookkit._master_http.webconfig import load_web_config
 from hookkit._sinks.prometheus.metrics import Metrics
 from hookkit._version import __version__
@@ -145,6 +145,7 @@ class PrometheusSink(Sink):
                 self.directory.remove()
                 raise
             self.endpoint.start()
+            publish_endpoint(self.endpoint)  # other backends add routes to it
         if not self.directory.private and self.directory.world_writable:
             self.emit_event(
                 ev.METRICS_DIRECTORY_WORLD_WRITABLE,
