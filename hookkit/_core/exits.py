@@ -9,7 +9,10 @@ them from three places, each checked against gunicorn's source:
    the master maps in ``pre_fork``. ``fork()`` shares a ``MAP_SHARED`` mapping
    between parent and child, so the worker writes its facts (requests served,
    boot time, how it left) and the master reads them after the worker is
-   gone, even after a SIGKILL. No file, no lock: each field has one writer.
+   gone, even after a SIGKILL. No file; each field has one writer, but for
+   the request count, which gthread's pool threads add to under a lock of
+   the worker's. Beside it, the worker's live state (its requests in
+   flight, ``hookkit._core.live``), which the master reads the same way.
 2. The master's own knowledge: ``worker.aborted`` (set by
    ``Arbiter.murder_workers`` before it sends SIGABRT), whether the master is
    stopping (``Arbiter.stop``), reloading (``on_reload``), or scaling down
@@ -30,7 +33,10 @@ import mmap
 import re
 import signal
 import struct
+import threading
 from dataclasses import dataclass
+
+from hookkit._core.live import LiveArea
 
 # How the worker left, as written by the worker itself.
 EXIT_NONE = 0  # the worker never ran its exit path (SIGKILL, os._exit, crash)
@@ -61,30 +67,42 @@ APP_LOAD_ERROR = 4
 # requests, fork time, boot time (monotonic), pid, exit kind, exit code,
 # signal received: each written by the worker only.
 _LAYOUT = struct.Struct("<Qddiiii")
+# Each field on its own, at its offset: a write changes that field only, so
+# a setter run from a signal handler never puts back an older request count.
+_FIELDS = tuple(
+    (struct.Struct("<" + code), struct.calcsize("<" + _LAYOUT.format[1 : 1 + index]))
+    for index, code in enumerate(_LAYOUT.format[1:])
+)
 _REQUESTS = struct.Struct("<Q")
 
 
 class WorkerRecord:
-    """Facts about one worker, shared between the master and that worker."""
+    """Facts about one worker, shared between the master and that worker,
+    and its live state (``live``, see ``hookkit._core.live``)."""
 
-    __slots__ = ("_buf", "age")
+    __slots__ = ("_buf", "_lock", "age", "live")
 
-    def __init__(self, age: int) -> None:
+    def __init__(self, age: int, slots: int = 1) -> None:
         self.age = age
         self._buf = mmap.mmap(-1, _LAYOUT.size, flags=mmap.MAP_SHARED)
+        self.live = LiveArea(slots)
+        # gthread runs post_request in its pool threads: the request count's
+        # read-modify-write is made under this lock (never held across I/O,
+        # never taken in a signal handler; uncontended but under gthread).
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Unmap it (in the master, once the worker was reported)."""
         self._buf.close()
+        self.live.close()
 
     def _read(self) -> tuple[int, float, float, int, int, int, int]:
         values: tuple[int, float, float, int, int, int, int] = _LAYOUT.unpack_from(self._buf, 0)
         return values
 
     def _write(self, index: int, value: float) -> None:
-        values = list(self._read())
-        values[index] = value
-        _LAYOUT.pack_into(self._buf, 0, *values)
+        field, offset = _FIELDS[index]
+        field.pack_into(self._buf, offset, value)
 
     @property
     def requests(self) -> int:
@@ -92,8 +110,10 @@ class WorkerRecord:
         return self._read()[0]
 
     def add_request(self) -> None:
-        """One more request served (called in the worker, per request)."""
-        _REQUESTS.pack_into(self._buf, 0, _REQUESTS.unpack_from(self._buf, 0)[0] + 1)
+        """One more request served (called in the worker, per request, from
+        any of its threads)."""
+        with self._lock:
+            _REQUESTS.pack_into(self._buf, 0, _REQUESTS.unpack_from(self._buf, 0)[0] + 1)
 
     @property
     def forked_at(self) -> float:
@@ -134,9 +154,8 @@ class WorkerRecord:
 
     def set_exit(self, kind: int, code: int) -> None:
         """Written by the worker in its own ``worker_exit``."""
-        values = list(self._read())
-        values[4], values[5] = kind, code
-        _LAYOUT.pack_into(self._buf, 0, *values)
+        self._write(4, kind)
+        self._write(5, code)
 
     @property
     def signal_received(self) -> int:

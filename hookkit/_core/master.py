@@ -5,14 +5,24 @@ exit kind and request count into), the exit statuses gunicorn's reap lines
 told (by pid), and what the master itself did: a SIGHUP reload (workers
 from before it leave with reason ``reload``), a scale-down (TTOU,
 ``scaled_down``), a stop (``shutdown``). From these, ``worker_exit_fields``
-gives the ``worker_exited`` event its reason.
+gives the ``worker_exited`` event its reason, and the requests a worker
+was serving when it died (``requests_in_flight``, read from its live state
+before its record is closed).
+
+For a status page, in the master: ``workers()`` (the records of the
+workers alive now, oldest first; ``hookkit._core.live.live_view(record)``
+reads one's live state) and ``recent_exits()`` (the last ``RECENT_EXITS``
+exits, oldest first).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import struct
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from hookkit._core.events import Level
@@ -24,6 +34,9 @@ from hookkit._core.exits import (
     classify,
     parse_reap_line,
 )
+from hookkit._core.live import in_flight_fields
+
+RECENT_EXITS = 50  # exits the master keeps for a status page
 
 EXIT_LEVELS: dict[str, Level] = {
     "max_requests": "info",
@@ -37,6 +50,20 @@ EXIT_LEVELS: dict[str, Level] = {
     "boot_error": "error",
     "app_load_error": "error",
 }
+
+
+@dataclass(frozen=True)
+class RecentExit:
+    """One worker exit, as ``worker_exited`` told it (kept for a status
+    page; paths are the master's to show or not, never a query string)."""
+
+    pid: int
+    age: int
+    reason: str
+    signal: str | None  # the signal's name, when the worker died of one
+    exit_code: int | None
+    time: float  # time.time() when the master reported the exit
+    requests_in_flight: tuple[dict[str, object], ...]
 
 
 class MasterBook:
@@ -53,6 +80,19 @@ class MasterBook:
         # Pids the master itself sent SIGTERM (Arbiter.kill_worker), when
         # hookkit could watch it: a scale-down's victims, known exactly.
         self.terminated: set[int] | None = None
+        self._recent: deque[RecentExit] = deque(maxlen=RECENT_EXITS)
+
+    def workers(self) -> tuple[WorkerRecord, ...]:
+        """The records of the workers forked and not yet reported gone,
+        oldest first (a copy: safe from another thread of the master, such
+        as a status page's; a record closed meanwhile reads as ``exited``
+        in ``live_view``). ``record.pid`` is 0 until the worker ran
+        ``post_fork``."""
+        return tuple(record for _, record in sorted(self.records.copy().items()))
+
+    def recent_exits(self) -> tuple[RecentExit, ...]:
+        """The last ``RECENT_EXITS`` worker exits, oldest first."""
+        return tuple(self._recent)
 
     def start(self, server: Any) -> None:
         """``on_starting``: this process is the master."""
@@ -127,9 +167,10 @@ class MasterBook:
         if old_value is not None and new_value < old_value:
             self.scale_down_pending += old_value - new_value
 
-    def spawning(self, age: int) -> None:
-        """``pre_fork``: the record the worker of ``age`` will write."""
-        self.records[age] = WorkerRecord(age)
+    def spawning(self, age: int, slots: int = 1) -> None:
+        """``pre_fork``: the record the worker of ``age`` will write, with
+        ``slots`` live entries (``hookkit._core.live.slots_for``)."""
+        self.records[age] = WorkerRecord(age, slots)
 
     def forked(self, age: int) -> WorkerRecord | None:
         """``post_fork``, in the new worker: its own record; the master's
@@ -139,6 +180,7 @@ class MasterBook:
             inherited.close()
         self.records.clear()
         self.exit_statuses.clear()
+        self._recent.clear()
         self.server = None
         self.pid = 0
         self.terminated = None
@@ -160,11 +202,20 @@ class MasterBook:
         status = self.exit_statuses.pop(pid, None)
         kind, code, received = EXIT_NONE, 0, 0
         fields: dict[str, object] = {"worker_pid": pid, "worker_age": age}
+        in_flight: list[dict[str, object]] = []
         if record is not None:
             kind, code, received = record.exit_kind, record.exit_code, record.signal_received
             fields["requests_served"] = record.requests
+            now = time.monotonic()
             if record.forked_at:
-                fields["uptime_seconds"] = round(time.monotonic() - record.forked_at, 6)
+                fields["uptime_seconds"] = round(now - record.forked_at, 6)
+            # What it was serving when it died: elapsed up to now, the exit
+            # as the master learns of it. Reading it must never cost the
+            # exit its line.
+            try:
+                in_flight = in_flight_fields(record.live, time.perf_counter())
+            except (ValueError, struct.error):
+                in_flight = []
             record.close()
         if self.terminated is None:
             # kill_worker not watched: a stop signal while a scale-down is
@@ -183,6 +234,19 @@ class MasterBook:
         if reason.reason == "scaled_down":
             self.scale_down_pending = max(0, self.scale_down_pending - 1)
         fields.update(reason.fields())
+        if in_flight:
+            fields["requests_in_flight"] = in_flight
+        self._recent.append(
+            RecentExit(
+                pid,
+                age,
+                reason.reason,
+                reason.signal,
+                reason.exit_code,
+                time.time(),
+                tuple(in_flight),
+            )
+        )
         return EXIT_LEVELS[reason.reason], fields
 
     def unreported_exits(self, server: Any) -> list[tuple[int, int]]:

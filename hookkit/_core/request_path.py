@@ -21,6 +21,10 @@ Every request pays for this module, so it does as little as it can:
   request object names it, at ``post_request`` from the environ's
   ``REMOTE_ADDR`` for gunicorn's ASGI worker, whose request does not. It
   reaches the sinks in ``RequestFinished``.
+- the worker's live state (``hookkit._core.live``) gets the request's entry
+  at ``pre_request``, after the sinks (so it carries the trace id), and
+  loses it first thing at ``post_request``: three small writes each, no
+  clock read (the scope's ``perf_counter`` is the start time), no lock.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from hookkit._core.events import Event
 from hookkit._core.excluded import ExcludedUrls
 from hookkit._core.exits import WorkerRecord
 from hookkit._core.http import content_length
+from hookkit._core.live import LiveArea
 from hookkit._core.queue_time import UNTRUSTED, queue_header, queue_seconds
 from hookkit._core.requests import InFlight, RequestScope
 from hookkit._core.routes import route_from_environ
@@ -58,6 +63,7 @@ class RequestPath:
         self.answers_system_exit = True
         self.aborting = False
         self.record: WorkerRecord | None = None  # the worker's, for its request count
+        self.live: LiveArea | None = None  # the record's live state
         self.excluded: ExcludedUrls | None = None  # set with the settings
         # Who may stamp X-Request-Start: gunicorn's forwarded_allow_ips, read
         # from the worker's config once it is loaded (post_worker_init).
@@ -69,6 +75,7 @@ class RequestPath:
         self.aborting = False
         self.pid = pid
         self.record = record
+        self.live = record.live if record is not None else None
 
     def pre_request(self, req: Any) -> None:
         """gunicorn's ``pre_request``; never raises."""
@@ -78,6 +85,8 @@ class RequestPath:
             excluded = self.excluded
             if excluded is not None and excluded.excludes(req):
                 scope.excluded = True
+                if self.live is not None:  # a probe still keeps the worker busy
+                    scope.slot = self.live.begin(scope.started, scope.method, scope.path, None)
                 return
             stamp = queue_header(req)
             if stamp is not None:
@@ -97,6 +106,15 @@ class RequestPath:
                     continue
                 if ids is not None:
                     scope.ids = ids
+            live = self.live
+            if live is not None:
+                ids = scope.ids
+                scope.slot = live.begin(
+                    scope.started,
+                    scope.method,
+                    scope.path,
+                    ids.trace_id if ids is not None and _sampled(ids) else None,
+                )
             if dispatcher.request_event_sinks:
                 fields = {"method": scope.method, "path": scope.path}
                 event = Event(ev.REQUEST_STARTED, "pre_request", "debug", fields, self.pid)
@@ -138,6 +156,10 @@ class RequestPath:
             if closed is None:
                 return
             scope, outcome = closed
+            if scope.slot is not None and self.live is not None and not self.aborting:
+                # An aborted worker (its timeout) is about to die: its
+                # entries stay for the master's worker_exited.
+                self.live.end(scope.slot)
             record = self.record
             if record is not None:
                 record.add_request()
@@ -198,6 +220,13 @@ class RequestPath:
         scope = self.in_flight.current()
         if scope is not None and scope.error is None:
             scope.error = exc
+
+
+def _sampled(ids: Any) -> bool:
+    """Whether the span was sampled (OpenTelemetry's ``trace_flags``; ids
+    without flags count as sampled)."""
+    flags = getattr(ids, "trace_flags", 1)
+    return bool(flags & 1) if isinstance(flags, int) else True
 
 
 def finished_event(finished: RequestFinished, pid: int) -> Event:

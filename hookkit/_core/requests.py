@@ -60,6 +60,9 @@ class RequestScope:
     # stamp was not used (hookkit._core.queue_time).
     queue_seconds: float | None = None
     queue_error: str | None = None
+    # Its entry in the worker's live state (hookkit._core.live): the slot,
+    # -1 for none free (counted as overflow), None when none was asked for.
+    slot: int | None = None
 
     def elapsed(self) -> float:
         """Seconds since ``pre_request``."""

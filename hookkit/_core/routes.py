@@ -11,6 +11,10 @@ request context ends, inside the app and so before gunicorn calls
 ``post_request``, it sets ``environ["werkzeug.request"]`` to None. hookkit
 listens to Flask's ``request_started`` signal instead and copies the rule
 into ``environ["hookkit.route"]``, which Flask leaves alone.
+
+Each watcher (this one, and those of ``hookkit._core.frameworks``) also
+hands the route to ``hookkit._core.live.note_route`` as soon as it is
+found, so the worker's live state names it while the request runs.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from typing import Any
+
+from hookkit._core.live import note_route as note_live_route
 
 
 def route_from_environ(environ: Mapping[str, Any] | None) -> str | None:
@@ -55,3 +61,4 @@ def _note_flask_route(_sender: object, **_extra: Any) -> None:
     rule = request.url_rule
     if rule is not None:
         request.environ["hookkit.route"] = rule.rule
+        note_live_route(rule.rule)  # the worker's live state shows it from now

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from hookkit._core import abort_budget, identity
+from hookkit._core import abort_budget, identity, live
 from hookkit._core import events as ev
 from hookkit._core.asgi import calls_request_hooks, wrap_worker_app
 from hookkit._core.dispatch import Dispatcher
@@ -209,7 +209,7 @@ class Runtime:
 
     @_guarded
     def pre_fork(self, server: Arbiter, worker: Worker) -> None:
-        self.master.spawning(worker.age)
+        self.master.spawning(worker.age, live.slots_for(worker))
         self.dispatcher.call("before_fork", worker.age)
         self.emit(ev.WORKER_SPAWNING, "pre_fork", "debug", worker_age=worker.age)
 
@@ -247,6 +247,8 @@ class Runtime:
         pid = self.pid = os.getpid()
         self.worker.forked(self.master.forked(worker.age), pid)
         self.requests.reset(pid, self.worker.record)
+        live.activate(self.requests.live)
+        self._live_state(live.BOOTING)
         identity.set_worker(pid, worker.age)
         self.dispatcher.call("after_fork", worker.age)
         self.emit(ev.WORKER_FORKED, "post_fork", master_pid=server.pid)
@@ -269,15 +271,18 @@ class Runtime:
             self.worker.start_watchdog(
                 Watchdog(self.in_flight, self.settings.slow_request_seconds, self._report_slow)
             )
+        self._live_state(live.IDLE)
         self.emit(ev.WORKER_BOOTED, "post_worker_init", **fields)
 
     @_guarded
     def worker_int(self, worker: Worker) -> None:
+        self._live_state(live.STOPPING)
         self.emit(ev.WORKER_INTERRUPTED, "worker_int", "warning")
 
     @_guarded
     def worker_abort(self, worker: Worker) -> None:
         self.worker.aborting = self.requests.aborting = True
+        self._live_state(live.STOPPING)
         scopes = self.in_flight.snapshot()
         requests = [
             {
@@ -320,11 +325,19 @@ class Runtime:
     def _leave_worker(self, worker: Worker, exc: BaseException | None) -> None:
         """The worker's side of its exit: record how it leaves, say so, and
         let the sinks finish within the bound."""
+        self._live_state(live.STOPPING)
         fields = self.worker.leaving(worker, exc)
         self.emit(ev.WORKER_EXITING, "worker_exit", **fields)
         self.dispatcher.call(
             "stop_worker", abort_budget.seconds_left(self.settings.tracing_flush_seconds)
         )
+
+    def _live_state(self, state: int) -> None:
+        """This worker's state in its live area (one byte; also from the
+        signal handlers of worker_int and worker_abort)."""
+        area = self.requests.live
+        if area is not None:
+            area.set_state(state)
 
     # -- requests ----------------------------------------------------------
 

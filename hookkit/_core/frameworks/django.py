@@ -30,6 +30,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from hookkit._core.frameworks.wrap import wrap_method
+from hookkit._core.live import note_route as note_live_route
 
 MODULE = "django.core.handlers.base"
 
@@ -55,3 +56,4 @@ def note_route(args: tuple[Any, ...], match: Any) -> None:
         carrier = getattr(request, "environ", None)  # WSGIRequest
     if isinstance(carrier, MutableMapping):
         carrier["hookkit.route"] = route
+        note_live_route(route)

@@ -20,6 +20,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from hookkit._core.frameworks.wrap import wrap_method
+from hookkit._core.live import note_route as note_live_route
 
 MODULE = "falcon.app"
 
@@ -48,3 +49,4 @@ def note_route(args: tuple[Any, ...], found: Any) -> None:
         carrier = getattr(request, "env", None)  # falcon.Request
     if isinstance(carrier, MutableMapping):
         carrier["hookkit.route"] = template
+        note_live_route(template)

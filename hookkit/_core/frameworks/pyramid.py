@@ -19,6 +19,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from hookkit._core.frameworks.wrap import wrap_method
+from hookkit._core.live import note_route as note_live_route
 
 MODULE = "pyramid.urldispatch"
 
@@ -43,3 +44,4 @@ def note_route(args: tuple[Any, ...], info: Any) -> None:
     environ = getattr(args[1], "environ", None)
     if isinstance(environ, MutableMapping):
         environ["hookkit.route"] = pattern
+        note_live_route(pattern)
