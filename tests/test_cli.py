@@ -72,7 +72,7 @@ def test_check_lists_the_sinks(tmp_path):
     )
     done = hookkit("check", cwd=tmp_path, HOOKKIT_METRICS="off")
     assert 0 == done.returncode, done.stderr
-    assert "sinks: logs, tracing, mine" in done.stdout.splitlines()
+    assert "sinks: status, logs, tracing, mine" in done.stdout.splitlines()
 
 
 def test_check_fails_on_a_bad_value(tmp_path):

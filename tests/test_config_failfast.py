@@ -64,6 +64,7 @@ REFUSED: dict[str, tuple[str, tuple[str, ...]]] = {
     "tracing_flush_seconds": ("ten", ()),
     "otlp_metrics": ("maybe", ()),
     "otlp_logs": ("maybe", ()),
+    "status": ("maybe", ()),
     "gunicorn_config": ("missing-gunicorn.conf.py", ("no such file",)),
 }
 # Settings for which no value stops start-up, and why.

@@ -187,7 +187,7 @@ def test_off_by_default_and_after_tracing_when_on() -> None:
     """Started after the metrics sink, whose aggregate it reads."""
     assert "otlp_metrics" not in [sink.name for sink in assemble.own_sinks(Settings())]
     names = [sink.name for sink in assemble.own_sinks(ON)]
-    assert ["metrics", "logs", "tracing", "otlp_metrics"] == names
+    assert ["metrics", "status", "logs", "tracing", "otlp_metrics"] == names
 
 
 def test_a_bad_variable_stops_the_configuration(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,8 +30,8 @@ BOOL_CASES = [
 ]
 
 
-def test_the_on_off_settings_are_the_seven_there_are() -> None:
-    """The on/off settings under test are the seven there are."""
+def test_the_on_off_settings_are_the_eight_there_are() -> None:
+    """The on/off settings under test are the eight there are."""
     expected = [
         "logs",
         "access_log",
@@ -40,6 +40,7 @@ def test_the_on_off_settings_are_the_seven_there_are() -> None:
         "tracing",
         "otlp_metrics",
         "otlp_logs",
+        "status",
     ]
     assert expected == [spec.attr for spec in BOOL_SETTINGS]
 
@@ -359,6 +360,7 @@ def test_as_rows_of_the_defaults() -> None:
         ("HOOKKIT_TRACING_FLUSH_SECONDS", "2.0"),
         ("HOOKKIT_OTLP_METRICS", "off"),
         ("HOOKKIT_OTLP_LOGS", "off"),
+        ("HOOKKIT_STATUS", "on"),
         ("HOOKKIT_GUNICORN_CONFIG", "(none)"),
     ]
     assert expected == Settings().as_rows()
@@ -383,6 +385,7 @@ def test_as_rows_of_set_values() -> None:
         tracing_flush_seconds=0.5,
         otlp_metrics=True,
         otlp_logs=True,
+        status=False,
         gunicorn_config="gunicorn.conf.py",
     )
 
@@ -403,6 +406,7 @@ def test_as_rows_of_set_values() -> None:
         ("HOOKKIT_TRACING_FLUSH_SECONDS", "0.5"),
         ("HOOKKIT_OTLP_METRICS", "on"),
         ("HOOKKIT_OTLP_LOGS", "on"),
+        ("HOOKKIT_STATUS", "off"),
         ("HOOKKIT_GUNICORN_CONFIG", "gunicorn.conf.py"),
     ]
     assert expected == settings.as_rows()
@@ -427,6 +431,7 @@ def test_as_rows_round_trips_through_the_environment() -> None:
         tracing_flush_seconds=0.5,
         otlp_metrics=True,
         otlp_logs=True,
+        status=False,
         gunicorn_config="gunicorn.conf.py",
     )
 

@@ -21,7 +21,7 @@ from hookkit._core.sink import overrides, span_id_fields
 from hookkit.hooks import on_starting, post_request, pre_request
 from hookkit.testing import FakeArbiter, FakeRequest, FakeResponse, FakeWorker
 
-OFF = {"logs": False, "metrics": False, "tracing": False}
+OFF = {"logs": False, "metrics": False, "tracing": False, "status": False}
 
 
 class Recorder(Sink):
@@ -238,7 +238,7 @@ def test_configure_refuses_bad_sinks(sinks: Any, message: str) -> None:
 def test_configure_registers_user_sinks_after_hookkits(monkeypatch: pytest.MonkeyPatch) -> None:
     """``configure(sinks=[...])`` registers the user's sinks after hookkit's
     own; calling it again replaces them."""
-    for name in ("HOOKKIT_METRICS", "HOOKKIT_TRACING"):
+    for name in ("HOOKKIT_METRICS", "HOOKKIT_TRACING", "HOOKKIT_STATUS"):
         monkeypatch.setenv(name, "off")
     calls: list[tuple[str, str]] = []
     hookkit.configure(sinks=[Recorder("mine", calls)])

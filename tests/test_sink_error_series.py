@@ -88,6 +88,8 @@ def test_each_sinks_error_series_is_0_then_counts(serve, tmp_path: Path) -> None
             time.sleep(0.1)
             after = error_series(server.metrics_port)
 
-    assert dict.fromkeys(SINKS, 0.0) == before
+    # The status sink (on by default) has a series too, and no error.
+    assert dict.fromkeys((*SINKS, "status"), 0.0) == before
     assert dict.fromkeys(SINKS[:-1], True) == {sink: after[sink] >= 1 for sink in SINKS[:-1]}
     assert 0.0 == after["hookkit"]
+    assert 0.0 == after["status"]

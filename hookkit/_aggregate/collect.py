@@ -115,7 +115,9 @@ def _add_samples(metrics: dict[str, Metric], filename: str, entries: list[_Entry
             metric.add_sample(name, labels_key, value)  # type: ignore[arg-type]
 
 
-def _proc_rss(pid: int) -> int | None:
+def proc_rss(pid: int) -> int | None:
+    """Resident memory of ``pid`` in bytes, from /proc; None once it is gone.
+    Public: the status sink shows it per worker, as a scrape does."""
     try:
         with open(f"/proc/{pid}/statm") as statm:
             return int(statm.read().split()[1]) * _PAGE_SIZE
@@ -134,7 +136,9 @@ def _proc_open_fds(pid: int) -> int | None:
         return None
 
 
-def _proc_cpu_seconds(pid: int) -> float | None:
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds of ``pid``, from /proc; None once it is
+    gone. Public: the status sink shows it per worker."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
@@ -212,13 +216,13 @@ class MasterCollector:
             # A worker being reaped has its heartbeat file closed already.
             with contextlib.suppress(OSError, ValueError):
                 heartbeat.add_metric(label, max(0.0, now - worker.tmp.last_update()))
-            rss = _proc_rss(pid)
+            rss = proc_rss(pid)
             if rss is not None:
                 memory.add_metric(label, rss)
             fds = _proc_open_fds(pid)
             if fds is not None:
                 open_fds.add_metric(label, fds)
-            cpu += _proc_cpu_seconds(pid) or 0.0
+            cpu += proc_cpu_seconds(pid) or 0.0
         yield heartbeat
         yield memory
         yield open_fds

@@ -303,6 +303,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "produced them, as the `OTEL_EXPORTER_OTLP_*` variables say.",
     ),
     SettingSpec(
+        "status",
+        parse_bool,
+        True,
+        "1/0, true/false, on/off, yes/no",
+        "`/status.json`, `/status` and `/stacks.json` on the metrics endpoint (same "
+        "bind, TLS and basic auth): the master's live view of its workers and their "
+        "requests, read by `hookkit top`. Needs `HOOKKIT_METRICS` on and a bind.",
+    ),
+    SettingSpec(
         "gunicorn_config",
         parse_path_or_none,
         None,
@@ -338,6 +347,7 @@ class Settings:
     tracing_flush_seconds: float = 2.0
     otlp_metrics: bool = False
     otlp_logs: bool = False
+    status: bool = True
     gunicorn_config: str | None = None
 
     @classmethod

@@ -124,3 +124,42 @@ class Watchdog:
                 self.check()
             except Exception:
                 continue
+
+
+def bounded_stack(frame: FrameType, limit: int) -> str:
+    """The stack ending at ``frame`` (outermost first, as ``format_stack``),
+    keeping only the ``limit`` innermost frames: where a thread is stuck is
+    at the inner end. A line says how many outer frames were left out."""
+    depth = 0
+    outer: FrameType | None = frame
+    while outer is not None:
+        depth += 1
+        outer = outer.f_back
+    text = "".join(traceback.format_stack(frame, limit=limit))
+    if depth > limit:
+        text = f"  ... {depth - limit} outer frames left out\n" + text
+    return text
+
+
+def bounded_coroutine_stack(coro: object, limit: int) -> str | None:
+    """The await chain of a coroutine (an asyncio task's), outermost first,
+    one frame per coroutine, at most ``limit`` frames (the innermost). A
+    suspended coroutine's frame has no ``f_back``: the chain is in
+    ``cr_await`` (``gi_yieldfrom`` for a generator-based one). A running
+    task's innermost frames are on its thread's stack instead."""
+    frames: list[tuple[FrameType, int]] = []
+    seen = 0
+    while coro is not None and seen < 10_000:  # a cycle would be a bug elsewhere
+        seen += 1
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append((frame, frame.f_lineno))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    if not frames:
+        return None
+    left_out = max(0, len(frames) - limit)
+    text = "".join(traceback.StackSummary.extract(frames[left_out:]).format())
+    if left_out:
+        text = f"  ... {left_out} outer frames left out\n" + text
+    return text

@@ -1,11 +1,12 @@
 """The composition root: the only module that names every sink.
 
 Which sinks exist follows the settings (``HOOKKIT_LOGS``, ``_METRICS``,
-``_OTLP_METRICS``, ``_OTLP_LOGS``; the tracing sink is always there and ``HOOKKIT_TRACING``
-turns its spans off); users add their own with ``hookkit.configure(sinks=[...])``.
-The order of the sinks is declared here, once:
+``_STATUS``, ``_OTLP_METRICS``, ``_OTLP_LOGS``; the tracing sink is always
+there and ``HOOKKIT_TRACING`` turns its spans off); users add their own with
+``hookkit.configure(sinks=[...])``. The order of the sinks is declared here, once:
 
-- events and lifecycle: metrics, logs, tracing, OTLP metrics (after the
+- events and lifecycle: metrics, status (after the metrics sink, whose
+  HTTP server it adds its paths to), logs, tracing, OTLP metrics (after the
   metrics sink, whose aggregate it reads), OTLP logs, then the user's sinks in the
   order given (once an event's line is written, its metrics are
   already counted: a scrape that follows a line agrees with it);
@@ -41,6 +42,7 @@ from hookkit._sinks.otlp_logs.config import LogsConfig
 from hookkit._sinks.otlp_logs.sink import OtlpLogsSink
 from hookkit._sinks.otlp_metrics.sink import ExportConfig, OtlpMetricsSink
 from hookkit._sinks.prometheus.sink import PrometheusSink
+from hookkit._sinks.status.sink import StatusSink
 from hookkit._sinks.tracing.sink import TracingSink
 
 
@@ -97,6 +99,9 @@ def check_user_sinks(sinks: object) -> tuple[Sink, ...]:
 # always had.
 _OWN: tuple[tuple[str, type[Sink], str | None], ...] = (
     ("metrics", PrometheusSink, "metrics"),
+    # On by default; serves /status.json, /status and /stacks.json from the
+    # metrics sink's endpoint (started after it; without one it says so).
+    ("status", StatusSink, "status"),
     ("logs", LogSink, "logs"),
     ("tracing", TracingSink, None),
     # Off by default; exports, from the master only, the aggregate the

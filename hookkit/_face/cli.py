@@ -7,17 +7,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from hookkit._aggregate.directory import ENV_DIR, check_named_directory
-from hookkit._core.settings import ConfigError
-from hookkit._dropin import assemble
-from hookkit._dropin.load import CONFIG_FILE_TEXT, read_user_config, user_config_path
-from hookkit._master_http.webconfig import load_web_config
-from hookkit._sinks.tracing.config import TracingConfig
 from hookkit._version import __version__
+
+# Each command imports what it needs when it runs: `hookkit stacks` and
+# `hookkit top` are asked for while something is wrong, and should not wait
+# for the drop-in, every sink and prometheus_client to import first.
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Write the drop-in config file."""
+    from hookkit._dropin.load import CONFIG_FILE_TEXT
+
     path = args.path
     if os.path.exists(path) and not args.force:
         print(f"hookkit init: {path} exists; use --force to overwrite it", file=sys.stderr)
@@ -30,6 +30,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_check(_args: argparse.Namespace) -> int:
     """Print the effective settings; non-zero on any problem."""
+    from hookkit._aggregate.directory import ENV_DIR, check_named_directory
+    from hookkit._core.settings import ConfigError
+    from hookkit._dropin import assemble
+    from hookkit._dropin.load import read_user_config, user_config_path
+    from hookkit._master_http.webconfig import load_web_config
+    from hookkit._sinks.tracing.config import TracingConfig
+
     try:
         path = user_config_path(os.environ)
         assemble.begin_config_load()
@@ -67,6 +74,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(json_output=args.json, dirty=args.dirty)
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    """A live view of a master's workers (one snapshot in a pipe)."""
+    from hookkit._face.top import main as top_main
+
+    return top_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="hookkit", description="Observability for gunicorn.")
@@ -82,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.add_argument("--dirty", action="store_true", help="also run a dirty app (gunicorn 25+)")
     demo.set_defaults(func=cmd_demo)
+    top = sub.add_parser("top", help="a live view of gunicorn's workers, from /status.json")
+    from hookkit._face.top import add_arguments as top_arguments
+
+    top_arguments(top)
+    top.set_defaults(func=cmd_top)
+    from hookkit._face.stacks_cli import add_parser as add_stacks_parser
+
+    add_stacks_parser(sub)
     return parser
 
 
