@@ -133,9 +133,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """In CI a missing Prometheus is an install step gone wrong, not a reason
-    to skip the tests that run it: stop before any test runs."""
+    """In CI a missing Prometheus, Chromium, tmux or setpriv is an install
+    step gone wrong, not a reason to skip the tests that run them: stop
+    before any test runs."""
+    import shutil
+
     from tests.prom import MISSING, PROMETHEUS, PROMTOOL
 
-    if os.environ.get("CI") == "true" and (PROMETHEUS is None or PROMTOOL is None):
+    if os.environ.get("CI") != "true":
+        return
+    if PROMETHEUS is None or PROMTOOL is None:
         raise pytest.UsageError(f"CI=true but {MISSING}")
+    missing = [tool for tool in ("chromium", "tmux", "setpriv") if shutil.which(tool) is None]
+    if missing:
+        raise pytest.UsageError(
+            f"CI=true but {', '.join(missing)} not installed (.ci/run installs the Debian "
+            "packages chromium and tmux; setpriv is util-linux's)"
+        )
