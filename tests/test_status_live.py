@@ -23,6 +23,11 @@ from tests.conftest import ServeFactory
 
 pytestmark = [pytest.mark.integration]
 
+# The requests hang as long as the test needs them; under a loaded CI
+# machine that can pass gunicorn's default 30 s timeout, which would abort
+# the workers (state "stopping") in the middle of the test.
+NO_TIMEOUT = ("--timeout", "300")
+
 APP = "apps.hanging:app"
 
 
@@ -96,7 +101,7 @@ def test_sync_workers_busy_idle_elapsed_and_a_killed_exit(
     busy with the request's method and path (no query string), its elapsed
     time grows between two reads, the others are idle; a SIGKILLed worker's
     exit is listed with reason killed."""
-    server = serve(APP, "-w", "3")
+    server = serve(APP, "-w", "3", *NO_TIMEOUT)
     server.cwd = tmp_path  # type: ignore[attr-defined]
     port = server.metrics_port  # type: ignore[attr-defined]
     wait_status(
@@ -139,7 +144,7 @@ def test_sync_workers_busy_idle_elapsed_and_a_killed_exit(
 def test_gthread_two_requests_in_flight_in_one_worker(serve: ServeFactory, tmp_path: Path) -> None:
     """One gthread worker with four threads: two hanging requests are both
     listed on it, oldest first, and the worker is busy."""
-    server = serve(APP, "-w", "1", "-k", "gthread", "--threads", "4")
+    server = serve(APP, "-w", "1", "-k", "gthread", "--threads", "4", *NO_TIMEOUT)
     server.cwd = tmp_path  # type: ignore[attr-defined]
     port = server.metrics_port  # type: ignore[attr-defined]
     wait_status(port, lambda d: len(d["workers"]) == 1 and d["workers"][0]["state"] == "idle")

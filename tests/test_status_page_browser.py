@@ -20,6 +20,11 @@ from tests.test_status_live import busy_workers, hanging, wait_status
 
 pytestmark = [pytest.mark.integration]
 
+# The requests hang as long as the test needs them; under a loaded CI
+# machine that can pass gunicorn's default 30 s timeout, which would abort
+# the workers (state "stopping") in the middle of the test.
+NO_TIMEOUT = ("--timeout", "300")
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 EVIL = "/hang/<script>alert(1)</script>%1b[2J<img/src=x/onerror=alert(2)>"
@@ -58,7 +63,7 @@ def test_the_page_shows_the_busy_worker_and_paths_as_text(
     """Three sync workers, two requests hanging: the rendered page lists
     the busy workers' pids and paths; the path with <script> is text (its
     characters escaped in the DOM, no element made from it)."""
-    server = serve("apps.hanging:app", "-w", "3")
+    server = serve("apps.hanging:app", "-w", "3", *NO_TIMEOUT)
     server.cwd = tmp_path  # type: ignore[attr-defined]
     port = server.metrics_port  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{port}/status"

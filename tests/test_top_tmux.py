@@ -22,6 +22,11 @@ from tests.test_status_live import busy_workers, hanging, wait_status
 
 pytestmark = [pytest.mark.integration]
 
+# The requests hang as long as the test needs them; under a loaded CI
+# machine that can pass gunicorn's default 30 s timeout, which would abort
+# the workers (state "stopping") in the middle of the test.
+NO_TIMEOUT = ("--timeout", "300")
+
 TMUX = shutil.which("tmux")
 
 
@@ -53,7 +58,7 @@ def test_top_shows_the_busy_worker_and_q_quits(
     terminal of ``columns`` shows that worker's pid and the request's path
     (first line of the view: the master's); ``q`` exits 0 and leaves the
     alternate screen."""
-    server = serve("apps.hanging:app", "-w", "2")
+    server = serve("apps.hanging:app", "-w", "2", *NO_TIMEOUT)
     server.cwd = tmp_path  # type: ignore[attr-defined]
     port = server.metrics_port  # type: ignore[attr-defined]
     wait_status(
@@ -123,7 +128,7 @@ def test_top_in_a_pipe_prints_one_snapshot_of_a_real_server(
 ) -> None:
     """Not a terminal: one view of the real master, the busy worker's pid
     and path in it, no escape code, exit 0."""
-    server = serve("apps.hanging:app", "-w", "2")
+    server = serve("apps.hanging:app", "-w", "2", *NO_TIMEOUT)
     server.cwd = tmp_path  # type: ignore[attr-defined]
     port = server.metrics_port  # type: ignore[attr-defined]
     with hanging(server, "/hang/in/a/pipe?secret=1"):
