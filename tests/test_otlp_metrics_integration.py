@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import signal
 import time
 from typing import Any
@@ -353,8 +354,6 @@ def test_a_hanging_collector_holds_up_no_signal_and_bounds_the_stop(serve: Any) 
 
 def listening_ports(pid: int) -> set[int]:
     """TCP ports ``pid`` listens on (its socket inodes in /proc/net/tcp*)."""
-    import os
-
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
@@ -384,3 +383,45 @@ def test_metrics_bind_none_exports_and_opens_no_port(serve: Any) -> None:
         for _ in range(4):
             assert 200 == http_get(server.port, "/")[0]
         wait_for_count(rx, 4)
+
+
+def test_a_usr2_reexec_is_a_new_master_with_a_new_identity(serve: Any) -> None:
+    """USR2: the re-executed master exports under a new service.instance.id
+    and a later start time; the old master's exports keep its own id, and
+    never come from the new pid."""
+    with MetricsReceiver() as rx:
+        server = start(serve, base(rx), interval_ms=300)
+        old = server.pid
+        rx.wait_for_requests(1, timeout=10)
+        server.signal(signal.SIGUSR2)
+        new = server.wait_for(
+            lambda line: line.get("event") == "server_ready" and line.get("master_pid") != old,
+            timeout=20,
+        )[0]["master_pid"]
+        deadline = time.monotonic() + 10
+        while not any(resource(one)["process.pid"] == new for one in all_requests(rx)):
+            assert time.monotonic() < deadline, "the new master never exported"
+            time.sleep(0.1)
+        os.kill(old, signal.SIGTERM)
+        server.wait_for(match(event="master_exiting", master_pid=old), timeout=15)
+        exports = all_requests(rx)
+        os.kill(new, signal.SIGTERM)
+        server.wait_for(match(event="master_exiting", master_pid=new), timeout=15)
+
+    ids: dict[int, set[str]] = {}
+    starts: dict[int, set[int]] = {}
+    for one in exports:
+        pid = resource(one)["process.pid"]
+        ids.setdefault(pid, set()).add(resource(one)["service.instance.id"])
+        for resource_metrics in one.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.name == "gunicorn.worker.spawns":
+                        starts.setdefault(pid, set()).add(
+                            metric.sum.data_points[0].start_time_unix_nano
+                        )
+    assert {old, new} == set(ids)
+    assert 1 == len(ids[old]) == len(ids[new])
+    assert ids[old] != ids[new]
+    assert 1 == len(starts[old]) == len(starts[new])
+    assert min(starts[new]) > max(starts[old])
