@@ -95,19 +95,35 @@ def test_ttou_is_scaled_down(serve):
 def test_a_ttou_that_stops_nobody_leaves_no_scale_down_pending(serve):
     """TTOU at the moment a worker was SIGKILLed: gunicorn already has the
     fewer workers it wants and stops none. A SIGTERM sent later, by
-    someone else, to the remaining worker is `killed`, not `scaled_down`."""
-    server = serve("apps.wsgi:app", "-w", "2")
-    first, second = (
-        b["worker_pid"] for b in server.wait_for(match(event="worker_booted"), count=2)
-    )
-    os.kill(first, signal.SIGKILL)
-    server.signal(signal.SIGTTOU)
-    server.wait_for(match(event="workers_changed", new_value=1))
-    killed = server.wait_for(match(event="worker_exited", worker_pid=first))[0]
-    time.sleep(0.5)  # the master's next loop: nothing more to stop
-    assert [] == server.events(match(event="worker_exited", worker_pid=second))
-    os.kill(second, signal.SIGTERM)
-    line = server.wait_for(match(event="worker_exited", worker_pid=second))[0]
+    someone else, to the remaining worker is `killed`, not `scaled_down`.
+
+    The moment is a race in gunicorn, which the test can narrow but not
+    close from outside (SIGSTOP cannot hold the master: SIGCONT discards a
+    pending TTOU). The SIGKILL goes to the oldest worker, the one TTOU
+    stops, so a TTOU handled before the reap stops the dead worker again,
+    not the live one (a CI run once killed the youngest by boot order,
+    which is not age order). A reap handled a loop before TTOU lets
+    gunicorn start a replacement and then stop the live oldest: that run
+    did not stage the case, and it is staged again on a new server."""
+    for _ in range(3):
+        server = serve("apps.wsgi:app", "-w", "2")
+        booted = server.wait_for(match(event="worker_booted"), count=2)
+        oldest, other = (b["worker_pid"] for b in sorted(booted, key=lambda b: b["worker_age"]))
+        os.kill(oldest, signal.SIGKILL)
+        server.signal(signal.SIGTTOU)
+        server.wait_for(match(event="workers_changed", new_value=1))
+        killed = server.wait_for(match(event="worker_exited", worker_pid=oldest))[0]
+        time.sleep(0.5)  # the master's next loop: nothing more to stop
+        stopped = server.events(match(event="worker_exited", worker_pid=other))
+        if not stopped:
+            break
+        # gunicorn stopped the live worker: hookkit says so, and tries again
+        assert ["scaled_down"] == [line["reason"] for line in stopped]
+        server.stop()
+    else:
+        pytest.fail("three runs in a row reaped before TTOU: the case was never staged")
+    os.kill(other, signal.SIGTERM)
+    line = server.wait_for(match(event="worker_exited", worker_pid=other))[0]
     assert ("killed", "SIGKILL") == (killed["reason"], killed["signal"])
     assert ("killed", "SIGTERM", False) == (
         line["reason"],

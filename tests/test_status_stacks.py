@@ -78,6 +78,7 @@ def spawn() -> Iterator[Spawn]:
         os.set_blocking(read_end, True)
         assert os.read(read_end, 1) == b"r", "the child died before it was ready"
         os.close(read_end)
+        wait_until_asleep(pid)
         return pid
 
     yield start
@@ -85,6 +86,29 @@ def spawn() -> Iterator[Spawn]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+def wait_until_asleep(pid: int, timeout: float = 10.0) -> None:
+    """Until the main thread of ``pid`` sleeps. Every body sleeps right
+    after ``ready()``, but the parent may read the pipe while the child is
+    still returning from its write (a stack ending in ``ready`` was seen
+    once in CI). A thread in ``clock_nanosleep`` is in state S; where the
+    kernel shows ``wchan``, it must name a sleep too (S alone could be a
+    brief wait for the GIL)."""
+    deadline = time.monotonic() + timeout
+    task = f"/proc/{pid}/task/{pid}"
+    while time.monotonic() < deadline:
+        with open(f"{task}/stat") as stat:
+            state = stat.read().rpartition(")")[2].split()[0]
+        try:
+            with open(f"{task}/wchan") as wchan:
+                waiting_in = wchan.read().strip()
+        except OSError:
+            waiting_in = ""
+        if state == "S" and (waiting_in in ("", "0") or "sleep" in waiting_in):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"the main thread of {pid} did not fall asleep within {timeout} s")
 
 
 @pytest.fixture
