@@ -14,6 +14,10 @@ Only hookkit's public surface is used, so it measures any checkout:
     python benchmarks/request_instructions.py            # this checkout
     PYTHONPATH=/other/checkout python benchmarks/request_instructions.py
 
+Each request is shaped as ``make bench``'s: a routed path (``hookkit.route``
+in the environ), ``X-Request-Start`` (fresh) and ``X-Forwarded-For`` from a
+trusted peer, and the usual Kubernetes probes in ``HOOKKIT_EXCLUDED_URLS``.
+
 Configurations: ``metrics`` (tracing off), ``tracing`` (metrics and a span
 per request, 100 % sampled, exported over OTLP/HTTP to a receiver in the
 process), ``everything`` (tracing and the JSON access line, to /dev/null).
@@ -38,6 +42,7 @@ def serve(requests: int, configuration: str) -> None:
     """The measured program: set up as a worker would, then ``requests``."""
     import socket
     import threading
+    import time
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     class Receiver(BaseHTTPRequestHandler):
@@ -52,6 +57,7 @@ def serve(requests: int, configuration: str) -> None:
 
     receiver = HTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    os.environ["HOOKKIT_EXCLUDED_URLS"] = "^/healthz$,^/readyz$,^/livez$"
     if configuration == "metrics":
         os.environ["HOOKKIT_TRACING"] = "off"
     else:
@@ -77,11 +83,27 @@ def serve(requests: int, configuration: str) -> None:
     hooks.pre_fork(arbiter, worker)
     hooks.post_fork(arbiter, worker)
     hooks.post_worker_init(worker)
-    req = FakeRequest("GET", "/x", headers=[("HOST", "h"), ("CONTENT-LENGTH", "3")])
+    # As make bench's requests (issue 16): a routed path, X-Request-Start
+    # and X-Forwarded-For from a trusted peer.
+    stamp = ("X-REQUEST-START", "")
+    headers = [
+        ("HOST", "h"),
+        ("CONTENT-LENGTH", "3"),
+        ("X-FORWARDED-FOR", "203.0.113.7"),
+        stamp,
+    ]
+    req = FakeRequest("GET", "/items/42", headers=headers)
     req.scheme, req.peer_addr, req.version = "http", ("127.0.0.1", 5000), (1, 1)  # type: ignore[attr-defined]
     resp = FakeResponse("200 OK", sent=5)
-    environ = {"wsgi.input": None, "CONTENT_LENGTH": "3", "REMOTE_ADDR": "127.0.0.1"}
+    resp.status_code = 200  # type: ignore[attr-defined] # as gunicorn's Response has
+    environ = {
+        "wsgi.input": None,
+        "CONTENT_LENGTH": "3",
+        "REMOTE_ADDR": "127.0.0.1",
+        "hookkit.route": "/items/{id}",
+    }
     for _ in range(requests):
+        headers[3] = ("X-REQUEST-START", f"t={time.time_ns() // 1000}")
         hooks.pre_request(worker, req)
         hooks.post_request(worker, req, environ, resp)
     hooks.worker_exit(arbiter, worker)

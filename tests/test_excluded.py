@@ -5,9 +5,12 @@ tests/test_excluded_live.py."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hookkit._core.excluded import ExcludedUrls
 from hookkit._core.runtime import RUNTIME
@@ -154,3 +157,51 @@ def test_gunicorns_access_line_is_told_about_an_excluded_request_in_flight() -> 
     post_request(worker, probe, {}, FakeResponse())
     post_request(worker, page, {}, FakeResponse())
     assert not RUNTIME.requests.is_excluded(probe)
+
+
+# The patterns hookkit folds together and the one it searches in the path
+# alone must decide exactly as searching each pattern in both would.
+PATTERNS = [
+    r"^/healthz$",
+    r"^/readyz$",
+    r"^/livez",
+    r"^/(a|b)$",
+    r"^/x|internal",
+    r"(?i)^/PING$",
+    r"(?m)^/m",
+    r"^https://internal\.test/",
+    r"readyz",
+    r"(z)\1",
+    r"(?P<n>q)(?P=n)",
+    r"^/(?P<n>k)$",
+    r"\.test/h",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chosen=st.lists(st.sampled_from(PATTERNS), min_size=1, max_size=5),
+    path=st.text(alphabet="/abxzqkhmPINGreadyzlive.", max_size=12).map(lambda p: "/" + p),
+    host=st.sampled_from(["internal.test", "shop.test", "", "a\nb"]),
+    scheme=st.sampled_from(["http", "https"]),
+)
+def test_folded_patterns_decide_as_each_pattern_searched_in_path_and_url(
+    chosen: list[str], path: str, host: str, scheme: str
+) -> None:
+    urls = excluded(",".join(chosen))
+    naive = any(
+        re.search(pattern, path) or re.search(pattern, f"{scheme}://{host}{path}")
+        for pattern in chosen
+    )
+    assert naive == urls.excludes(request(path, host, scheme))
+
+
+def test_the_kubernetes_probes_are_searched_once_in_the_path_alone() -> None:
+    """``^/...`` patterns cannot be found in ``scheme://host/path``: the
+    usual probe set is one search of the path, no URL is built."""
+    urls = excluded(r"^/healthz$,^/readyz$,^/livez$")
+    assert 1 == len(urls.path_only.patterns)
+    assert urls.anywhere is None
+    mixed = excluded(r"^/healthz$,^https://internal\.test/,(?i)^/PING$")
+    assert 2 == len(mixed.path_only.patterns)  # the flagged one on its own
+    assert mixed.anywhere is not None

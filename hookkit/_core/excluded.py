@@ -46,12 +46,20 @@ def compile_patterns(sources: list[tuple[str, str | None]]) -> AnyPattern | None
 
 
 class ExcludedUrls:
-    """The requests whose path or URL a configured pattern finds."""
+    """The requests whose path or URL a configured pattern finds.
 
-    __slots__ = ("pattern",)
+    A pattern that starts with ``^/`` and has no ``|`` (nor ``(?m)``) can
+    only be found in the path: the URL starts with its scheme. Those (the
+    usual probe set) are searched in the path alone, so no URL is built for
+    them on every request."""
+
+    __slots__ = ("anywhere", "path_only")
 
     def __init__(self, pattern: AnyPattern) -> None:
-        self.pattern = pattern
+        path_only = [p for p in pattern.sources if _only_in_a_path(p)]
+        anywhere = [p for p in pattern.sources if not _only_in_a_path(p)]
+        self.path_only = AnyPattern(path_only) if path_only else None
+        self.anywhere = AnyPattern(anywhere) if anywhere else None
 
     @classmethod
     def load(cls, setting: str | None, environ: Mapping[str, str]) -> ExcludedUrls | None:
@@ -65,12 +73,27 @@ class ExcludedUrls:
     def excludes(self, req: Any) -> bool:
         """Whether gunicorn's request ``req`` is kept out."""
         path = getattr(req, "path", None) or ""
-        search = self.pattern.search
-        if search(path):
+        path_only = self.path_only
+        if path_only is not None and path_only.search(path):
             return True
-        host = _host(req)
+        anywhere = self.anywhere
+        if anywhere is None:
+            return False
+        if anywhere.search(path):
+            return True
         scheme = getattr(req, "scheme", None) or "http"
-        return search(f"{scheme}://{host}{path}")
+        return anywhere.search(f"{scheme}://{_host(req)}{path}")
+
+
+# Global flags a pattern may start with that keep ``^`` at the text's start.
+_LEADING_FLAGS = re.compile(r"\(\?[aiLsux]+\)")
+
+
+def _only_in_a_path(pattern: str) -> bool:
+    """Whether ``pattern`` can be found only in a text starting with "/"."""
+    flags = _LEADING_FLAGS.match(pattern)
+    body = pattern[flags.end() :] if flags else pattern
+    return body.startswith("^/") and "|" not in body
 
 
 def _host(req: Any) -> str:

@@ -80,7 +80,7 @@ class WorkerRecord:
     """Facts about one worker, shared between the master and that worker,
     and its live state (``live``, see ``hookkit._core.live``)."""
 
-    __slots__ = ("_buf", "_lock", "age", "live")
+    __slots__ = ("_buf", "_lock", "age", "live", "threaded")
 
     def __init__(self, age: int, slots: int = 1) -> None:
         self.age = age
@@ -89,7 +89,10 @@ class WorkerRecord:
         # gthread runs post_request in its pool threads: the request count's
         # read-modify-write is made under this lock (never held across I/O,
         # never taken in a signal handler; uncontended but under gthread).
+        # A worker that runs one request at a time sets ``threaded`` False
+        # once it knows its class, and counts without it.
         self._lock = threading.Lock()
+        self.threaded = True
 
     def close(self) -> None:
         """Unmap it (in the master, once the worker was reported)."""
@@ -112,7 +115,10 @@ class WorkerRecord:
     def add_request(self) -> None:
         """One more request served (called in the worker, per request, from
         any of its threads)."""
-        with self._lock:
+        if self.threaded:
+            with self._lock:
+                _REQUESTS.pack_into(self._buf, 0, _REQUESTS.unpack_from(self._buf, 0)[0] + 1)
+        else:
             _REQUESTS.pack_into(self._buf, 0, _REQUESTS.unpack_from(self._buf, 0)[0] + 1)
 
     @property

@@ -258,12 +258,15 @@ class HeaderCapture:
 
 
 class AnyPattern:
-    """Several regular expressions, each compiled on its own (joining them
-    into one would move a pattern's global flags, such as ``(?i)``, away
-    from its start, which ``re`` refuses)."""
+    """Several regular expressions, searched as few as possible: those that
+    can share one expression are folded into one alternation (one search,
+    not one per pattern). A pattern with global flags of its own (``(?i)``
+    must stay at its start, which ``re`` requires), groups a back-reference
+    could name, or a fold ``re`` refuses stays compiled on its own."""
 
     def __init__(self, patterns: Sequence[str], flags: int = 0) -> None:
-        self.patterns = tuple(re.compile(pattern, flags) for pattern in patterns)
+        self.sources = tuple(patterns)
+        self.patterns = _folded([re.compile(pattern, flags) for pattern in patterns], flags)
 
     def search(self, text: str) -> bool:
         """Whether any pattern is found in ``text``."""
@@ -272,6 +275,26 @@ class AnyPattern:
     def fullmatch(self, text: str) -> bool:
         """Whether any pattern matches all of ``text``."""
         return any(pattern.fullmatch(text) for pattern in self.patterns)
+
+
+_BACK_REFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+
+
+def _folded(compiled: list[re.Pattern[str]], flags: int) -> tuple[re.Pattern[str], ...]:
+    """``compiled`` with every pattern that can be folded into one."""
+    plain = re.compile("", flags).flags
+    foldable = [
+        p
+        for p in compiled
+        if p.flags == plain and not p.groupindex and not _BACK_REFERENCE.search(p.pattern)
+    ]
+    if len(foldable) < 2:
+        return tuple(compiled)
+    try:
+        fold = re.compile("|".join(f"(?:{p.pattern})" for p in foldable), flags)
+    except re.error:
+        return tuple(compiled)
+    return (fold, *(p for p in compiled if p not in foldable))
 
 
 def _full_match(patterns: Sequence[str]) -> AnyPattern | None:

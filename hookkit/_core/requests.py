@@ -177,7 +177,7 @@ def resolve_status(
       close a connection after a good response: no error;
     - a connection error (OSError): the client is gone and received nothing.
     """
-    status = _status_code(getattr(resp, "status", None)) if resp is not None else None
+    status = _response_status(resp) if resp is not None else None
     if isinstance(exc, StopIteration):
         exc = exc.__context__
     if exc is None:
@@ -209,6 +209,16 @@ def _error_type(exc: BaseException) -> str:
     if cls.__module__ == "builtins":
         return cls.__qualname__
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _response_status(resp: object) -> int | None:
+    """gunicorn's WSGI response keeps the code it parsed from the status
+    line (``status_code``, None until the app starts the response); other
+    responses (the ASGI worker's, stand-ins) have the status alone."""
+    code = getattr(resp, "status_code", None)
+    if type(code) is int:
+        return code
+    return _status_code(getattr(resp, "status", None))
 
 
 def _status_code(status: object) -> int | None:

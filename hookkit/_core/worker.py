@@ -142,6 +142,18 @@ def _record_stop_signals(record: WorkerRecord) -> None:
         signal.signal(signum, recording)
 
 
+def runs_threads(worker: Any) -> bool:
+    """Whether ``worker`` runs requests on several threads at once:
+    gunicorn's gthread worker with ``threads`` above 1 (gevent's greenlets
+    and asyncio's tasks take turns on one thread)."""
+    from gunicorn.workers.gthread import ThreadWorker
+
+    if not isinstance(worker, ThreadWorker):
+        return False
+    threads = getattr(getattr(worker, "cfg", None), "threads", 1)
+    return not isinstance(threads, int) or threads > 1
+
+
 def answers_system_exit(worker: Any) -> bool:
     """Whether the worker class answers a request aborted by the timeout with
     a 500: gunicorn's sync worker catches every BaseException in handle() and

@@ -39,11 +39,13 @@ from hookkit._aggregate.exemplars import (
     path_for,
 )
 from hookkit._aggregate.exemplars import clear as clear_exemplars
+from hookkit._aggregate.in_place import HistogramWriter, value_writer
 from hookkit._core import events as ev
 from hookkit._core.events import Event
 from hookkit._core.http import RouteLimit, method_label, scheme_label
 from hookkit._core.settings import Settings, split_host_port
 from hookkit._core.sink import Fields, RequestFinished, RequestStarted, Sink
+from hookkit._core.worker import runs_threads
 from hookkit._master_http.server import MetricsEndpoint, publish_endpoint
 from hookkit._master_http.webconfig import load_web_config
 from hookkit._sinks.prometheus.metrics import Metrics
@@ -69,6 +71,12 @@ class PrometheusSink(Sink):
         # Labelled children by label values: labels() validates and locks on
         # every call, and every request would pay for it. The caches are
         # bounded by the label values' bounds (methods, statuses, routes).
+        # They hold what a request writes: the child's value for a counter
+        # or gauge, a HistogramWriter for a histogram, written in place
+        # unless the worker runs requests on several threads (start_worker;
+        # hookkit._aggregate.in_place says why).
+        self._write_in_place = False
+        self._busy: Any = None  # the busy counter's value, once a worker
         self._active: dict[str, Any] = {}
         self._durations: dict[tuple[str, str, str, str, str], Any] = {}
         self._request_bodies: dict[str, Any] = {}
@@ -204,9 +212,14 @@ class PrometheusSink(Sink):
                 )
 
     def start_worker(self, worker: Any) -> None:
-        """A dirty worker (no ``after_fork`` ran in it) writes files of its own."""
+        """A dirty worker (no ``after_fork`` ran in it) writes files of its
+        own. The request path writes in place unless requests run on several
+        threads at once (gthread with ``threads`` above 1)."""
         if not self._a_worker:
             self._own_process("d")
+        self._write_in_place = self.directory is not None and not runs_threads(worker)
+        if self.metrics is not None:
+            self._busy = value_writer(self.metrics.busy, self._write_in_place)
 
     def _own_process(self, kind: str) -> None:
         """A process forked from the master that is not a gunicorn worker (the
@@ -299,15 +312,31 @@ class PrometheusSink(Sink):
         if self.metrics is None:
             return
         label = method_label(request.method)
-        child = self._active.get(label)
-        if child is None:
-            child = self._active[label] = self.metrics.active_requests.labels(label)
-        child.inc()
+        active = self._active.get(label)
+        if active is None:
+            active = self._active[label] = self._value(self.metrics.active_requests, label)
+        active.inc(1.0)
 
     def request_excluded(self, request: RequestFinished) -> None:
         """A probe the excluded URLs keep out still kept its worker busy."""
         if self.metrics is not None:
-            self.metrics.busy.inc(request.duration)
+            self._busy_writer().inc(request.duration)
+
+    def _busy_writer(self) -> Any:
+        """The busy counter's value (a worker that never ran start_worker,
+        as in hookkit.testing, gets prometheus_client's)."""
+        if self._busy is None:
+            assert self.metrics is not None
+            self._busy = value_writer(self.metrics.busy, write_in_place=False)
+        return self._busy
+
+    def _value(self, metric: Any, *labels: str) -> Any:
+        """What a request writes for one label set of a counter or gauge."""
+        return value_writer(metric.labels(*labels), self._write_in_place)
+
+    def _histogram(self, metric: Any, *labels: str) -> HistogramWriter:
+        """What a request writes for one label set of a histogram."""
+        return HistogramWriter(metric.labels(*labels), self._write_in_place)
 
     def request_finished(self, request: RequestFinished) -> None:  # noqa: PLR0912 - hot path, inline
         """A request ended: one fewer in flight, its duration, sizes and
@@ -322,8 +351,8 @@ class PrometheusSink(Sink):
         label = method_label(method)
         active = self._active.get(label)
         if active is None:
-            active = self._active[label] = m.active_requests.labels(label)
-        active.dec()
+            active = self._active[label] = self._value(m.active_requests, label)
+        active.inc(-1.0)
         key = (
             label,
             str(status) if status is not None else "",
@@ -333,18 +362,19 @@ class PrometheusSink(Sink):
         )
         child = self._durations.get(key)
         if child is None:
-            child = self._durations[key] = m.request_duration.labels(*key)
+            child = self._durations[key] = self._histogram(m.request_duration, *key)
         child.observe(duration)
-        m.busy.inc(duration)
+        busy = self._busy
+        (busy if busy is not None else self._busy_writer()).inc(duration)
         if request_bytes is not None:
             body = self._request_bodies.get(label)
             if body is None:
-                body = self._request_bodies[label] = m.request_body.labels(label)
+                body = self._request_bodies[label] = self._histogram(m.request_body, label)
             body.observe(request_bytes)
         if response_bytes is not None:
             body = self._response_bodies.get(label)
             if body is None:
-                body = self._response_bodies[label] = m.response_body.labels(label)
+                body = self._response_bodies[label] = self._histogram(m.response_body, label)
             body.observe(response_bytes)
         # The time it queued behind the proxy, or why its stamp was not
         # used; without a stamp, two cheap checks.
@@ -352,15 +382,15 @@ class PrometheusSink(Sink):
         if waited is not None:
             queued = self._queue_durations.get(label)
             if queued is None:
-                queued = self._queue_durations[label] = m.queue_duration.labels(label)
+                queued = self._queue_durations[label] = self._histogram(m.queue_duration, label)
             queued.observe(waited)
         else:
             reason = request.queue_error
             if reason is not None:
                 errors = self._queue_errors.get(reason)
                 if errors is None:
-                    errors = self._queue_errors[reason] = m.queue_header_errors.labels(reason)
-                errors.inc()
+                    errors = self._queue_errors[reason] = self._value(m.queue_header_errors, reason)
+                errors.inc(1.0)
         # Last, so nothing above is lost if it fails: the span's ids as the
         # exemplar of the duration's bucket (under trace_based, if sampled).
         exemplars = self._exemplars
