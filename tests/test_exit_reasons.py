@@ -7,6 +7,7 @@ status (``signal``, ``exit_code``, whether the master sent the signal).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -22,6 +23,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.compat]
 
 def exited(server, **expected):
     return server.events(match(event="worker_exited", **expected))
+
+
+def wait_until_busy(server, timeout: float = 15.0) -> None:
+    """Until the master's live view shows a worker serving a request."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = http_get(server.metrics_port, "/status.json", timeout=5)
+        if status == 200 and any(w.get("state") == "busy" for w in json.loads(body)["workers"]):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no worker was busy within {timeout} s")
 
 
 def test_sigkill_is_killed_not_sent_by_master(serve):
@@ -225,7 +237,7 @@ def test_worker_killed_at_the_end_of_the_graceful_timeout(serve):
     pid = server.wait_for(match(event="worker_booted"))[0]["worker_pid"]
     client = threading.Thread(target=http_get, args=(server.port, "/sleep?10", 15))
     client.start()
-    time.sleep(0.5)  # the request is in the worker's hands
+    wait_until_busy(server)  # a fixed pause was not always enough on a loaded machine
     server.stop()
     client.join(15)
     line = exited(server, worker_pid=pid)
