@@ -174,6 +174,18 @@ def test_every_status_field_is_documented() -> None:
         assert f"`{name}`" in text
 
 
+def test_the_readme_links_into_the_site() -> None:
+    """The README's relative links name pages that exist, and it stays short."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    assert readme.index("make demo") < readme.index("make test") < readme.index("\n## ")
+    links = re.findall(r"\]\(((?:docs|dashboards|examples)/[^)#]*)(?:#[^)]*)?\)", readme)
+    assert links
+    assert [] == [link for link in links if not (ROOT / link).exists()]
+    for name in ("reference/settings.md", "reference/metrics.md", "reference/events.md"):
+        assert f"docs/{name}" in readme
+
+
 def _mkdocs() -> None:
     try:
         import mkdocs  # noqa: F401
