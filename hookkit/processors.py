@@ -1,11 +1,13 @@
 """structlog processors that users can put into their own chains.
 
+```pycon
 >>> import structlog, hookkit.processors
 >>> structlog.configure(processors=[
 ...     hookkit.processors.add_pid,
 ...     hookkit.processors.add_worker_info,
 ...     structlog.processors.JSONRenderer(),
 ... ])
+```
 
 ``add_trace_context`` adds ``trace_id`` and ``span_id`` (lower-case hex, as
 OpenTelemetry shows them) while a recording span is current: inside a

@@ -1,6 +1,7 @@
 """Helpers to unit-test gunicorn hooks without starting gunicorn, in the
 spirit of ``structlog.testing``.
 
+```pycon
 >>> from hookkit.hooks import post_request, pre_request
 >>> from hookkit.testing import FakeRequest, FakeResponse, FakeWorker, capture_events
 >>> worker, req = FakeWorker(), FakeRequest("GET", "/hello")
@@ -9,6 +10,8 @@ spirit of ``structlog.testing``.
 ...     post_request(worker, req, {}, FakeResponse("200 OK"))
 >>> [(e.name, e.fields["status"]) for e in events if e.name == "request_finished"]
 [('request_finished', 200)]
+
+```
 
 The stand-ins carry only the attributes hookkit and typical hooks read
 (gunicorn's real objects have many more; ``hookkit._core.gunicorn_types``

@@ -300,13 +300,15 @@ def test_families_without_a_row_come_back_under_their_own_names(
     assert ((), scraped_samples(families)) == (conversion.skipped, translated_samples(request))
 
 
-def test_the_readme_table_is_the_names_table() -> None:
-    """The README's table gives each row's OTLP name, kind, unit and
-    Prometheus name (as a scrape shows it), in the table's order."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("### OTLP metrics", 1)[1].split("\n## ", 1)[0]
+def test_the_documented_table_is_the_names_table() -> None:
+    """The metrics reference's table (docs/reference/metrics.md, generated)
+    gives each row's OTLP name, kind, unit and Prometheus name (as a scrape
+    shows it), in the table's order."""
+    page = Path(__file__).parent.parent / "docs" / "reference" / "metrics.md"
+    section = page.read_text().split("\n## OTLP names\n", 1)[1]
     header = "| OTLP name | kind | unit | Prometheus name |"
-    lines = section.split(header, 1)[1].strip().splitlines()[1:]
+    table = section.split(header, 1)[1].strip().split("\n\n", 1)[0]
+    lines = table.splitlines()[1:]
     rows = [line for line in lines if line.startswith("| `")]
     kinds = {
         names.COUNTER: "monotonic sum",

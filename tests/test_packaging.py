@@ -44,7 +44,7 @@ SHARED = {
         if path.is_file() and "__pycache__" not in path.parts
     ),
 }
-# Named in the README, but for working on hookkit itself, not for users.
+# Named in the README or the docs, but for working on hookkit itself, not for users.
 DEVELOPMENT_ONLY = {
     "dashboards/build.py",
     "dashboards/render_previews.py",
@@ -147,11 +147,17 @@ def test_what_users_copy_is_installed_under_share_hookkit(built: Built) -> None:
     assert rules.is_file()
 
 
-def test_every_path_the_readme_names_for_users_ships(built: Built) -> None:
-    """Each dashboards/, docs/ or examples/ path in README.md (a directory:
-    each file in it) is installed, unless it is for development only."""
-    readme = (ROOT / "README.md").read_text()
-    named = set(re.findall(r"(?:dashboards|docs|examples)/[\w./-]*", readme))
+def test_every_path_the_docs_name_for_users_ships(built: Built) -> None:
+    """Each dashboards/, docs/ or examples/ path in README.md or in a page of
+    the documentation site, docs/ (a directory: each file in it), is
+    installed, unless it is for development only."""
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    named = {
+        # A directory named without its slash (`cd examples/django`) is a directory.
+        name + "/" if not name.endswith("/") and (ROOT / name).is_dir() else name
+        for text in texts
+        for name in re.findall(r"(?:dashboards|docs|examples)/[\w./-]*", text.read_text())
+    }
     missing = []
     for name in sorted(named - DEVELOPMENT_ONLY):
         if name.endswith("/"):

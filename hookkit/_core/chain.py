@@ -24,9 +24,11 @@ def chain(hook: str, *callables: Callable[..., Any]) -> Callable[..., None]:
     then the first exception is re-raised, so a user hook that fails a
     request still fails it, as it would without hookkit.
 
+    ```pycon
     >>> from hookkit.hooks import post_fork
     >>> def my_post_fork(server, worker): ...
     >>> post_fork = chain("post_fork", post_fork, my_post_fork)
+    ```
     """
     spec = HOOKS_BY_NAME.get(hook)
     if spec is None:

@@ -60,6 +60,63 @@ REASONS = (
     "unknown",
 )
 
+
+@dataclass(frozen=True)
+class ReasonDoc:
+    """What an exit reason means and where hookkit knows it from, as the
+    documentation lists it (docs/reference/exit-reasons.md is generated from
+    ``REASON_DOCS``; the level is ``hookkit._core.master.EXIT_LEVELS``)."""
+
+    meaning: str
+    known_from: str
+
+
+# One row per reason of REASONS, in its order (tests/test_docs.py checks it).
+REASON_DOCS: dict[str, ReasonDoc] = {
+    "max_requests": ReasonDoc(
+        "recycled after `max_requests`",
+        "the worker (its request count reached its limit)",
+    ),
+    "timeout": ReasonDoc(
+        "the master timed it out (SIGABRT, then SIGKILL if still there)",
+        "the master (`worker.aborted`)",
+    ),
+    "killed": ReasonDoc(
+        "ended by a signal the master did not send (`signal` names it; the OOM "
+        "killer's is SIGKILL)",
+        "the exit status; the stop signal the worker received",
+    ),
+    "crashed": ReasonDoc(
+        "exited with a non-zero code after it booted (`exit_code`)",
+        "the exit status",
+    ),
+    "boot_error": ReasonDoc(
+        "failed before it booted; gunicorn halts",
+        "the worker's exit code 3 (logged from `on_exit`, since gunicorn halts "
+        "before `child_exit`)",
+    ),
+    "app_load_error": ReasonDoc(
+        "the app could not be imported; gunicorn halts",
+        "exit code 4 (likewise)",
+    ),
+    "shutdown": ReasonDoc(
+        "the master is stopping (TERM, INT, QUIT)",
+        "the master (`Arbiter.stop`)",
+    ),
+    "reload": ReasonDoc(
+        "replaced by a SIGHUP",
+        "the master (the worker predates the reload)",
+    ),
+    "scaled_down": ReasonDoc(
+        "TTOU or a lower worker count",
+        "the master (`nworkers_changed`)",
+    ),
+    "unknown": ReasonDoc(
+        "none of the above can be shown",
+        "hookkit does not guess",
+    ),
+}
+
 # gunicorn's Arbiter.WORKER_BOOT_ERROR and APP_LOAD_ERROR exit codes.
 WORKER_BOOT_ERROR = 3
 APP_LOAD_ERROR = 4

@@ -4,7 +4,7 @@ Each hook is described once: its name, the positional parameters gunicorn
 passes (gunicorn checks the arity of every hook it is given, see
 ``gunicorn.config.validate_callable``), the process it runs in and when.
 Everything else (the importable hooks, ``chain``, the drop-in config, the
-demo's report and the README's table) is derived from this table, so a new
+demo's report and docs/reference/hooks.md) is derived from this table, so a new
 hook costs one row.
 
 ``ssl_context`` is deliberately absent: it is a factory that returns an

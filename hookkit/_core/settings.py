@@ -290,8 +290,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
         False,
         "1/0, true/false, on/off, yes/no",
         "The master pushes the metrics aggregate (what /metrics serves) as OTLP over "
-        "HTTP every `OTEL_METRIC_EXPORT_INTERVAL` ms, as the `OTEL_EXPORTER_OTLP_*` "
-        "variables say. Needs `HOOKKIT_METRICS` on.",
+        "HTTP every `OTEL_METRIC_EXPORT_INTERVAL` ms (default 60000), to "
+        "`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`, as the "
+        "`OTEL_EXPORTER_OTLP_*` variables say; workers never export. Needs "
+        "`HOOKKIT_METRICS` on (`HOOKKIT_METRICS_BIND=none` for no port).",
     ),
     SettingSpec(
         "otlp_logs",
@@ -300,7 +302,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "1/0, true/false, on/off, yes/no",
         "Every hookkit event (the access line too, when on) and gunicorn's own error "
         "lines as OpenTelemetry log records, sent over OTLP/HTTP by the process that "
-        "produced them, as the `OTEL_EXPORTER_OTLP_*` variables say.",
+        "produced them, to `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` or "
+        "`OTEL_EXPORTER_OTLP_ENDPOINT`, as the `OTEL_EXPORTER_OTLP_*` variables say. "
+        "Needs opentelemetry-sdk `>=1.43,<1.46`.",
     ),
     SettingSpec(
         "status",
@@ -309,7 +313,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "1/0, true/false, on/off, yes/no",
         "`/status.json`, `/status` and `/stacks.json` on the metrics endpoint (same "
         "bind, TLS and basic auth): the master's live view of its workers and their "
-        "requests, read by `hookkit top`. Needs `HOOKKIT_METRICS` on and a bind.",
+        "requests, read by `hookkit top`. Needs `HOOKKIT_METRICS` on and a bind: with "
+        "`HOOKKIT_METRICS=off` or `HOOKKIT_METRICS_BIND=none` there is no server and so "
+        "no status, and `master_starting`'s `status` field says so.",
     ),
     SettingSpec(
         "gunicorn_config",

@@ -33,6 +33,112 @@ REQUESTS_SAMPLE = "http_server_request_duration_seconds_count"
 RELOADS_SAMPLE = "gunicorn_reloads_total"
 
 
+# Every field of the document, with what it means (docs/reference/status.md
+# is generated from it; tests/test_docs.py checks that each field ``build``
+# makes is here). ``workers[].pid`` is a field of each entry of ``workers``.
+FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("master.pid",), "the master's pid"),
+    (("master.uptime_seconds",), "seconds since hookkit started in this master"),
+    (("master.worker_class",), "gunicorn's `worker_class` (`sync`, `gthread`, ...)"),
+    (("master.workers_live",), "workers alive now"),
+    (("master.workers_desired",), "workers the master aims for (`workers`, changed by TTIN/TTOU)"),
+    (
+        ("master.capacity",),
+        (
+            "requests the live workers can run at once: workers x 1 (sync), x `threads` "
+            "(gthread), x `worker_connections` (gevent, ASGI)"
+        ),
+    ),
+    (
+        ("master.busy_seconds_total",),
+        (
+            "seconds workers spent on requests since the master started "
+            "(`gunicorn_worker_busy_seconds_total`); null without the metrics files"
+        ),
+    ),
+    (
+        ("master.requests_total",),
+        ("requests finished since the master started; null without the metrics files"),
+    ),
+    (
+        ("master.listen_backlog",),
+        (
+            'one `{"listener", "backlog"}` per listener: connections waiting in its accept '
+            "queue; `backlog` is null where the platform cannot tell (UNIX sockets, "
+            "anything but Linux TCP)"
+        ),
+    ),
+    (("master.reloads",), "SIGHUP reloads since the master started"),
+    (
+        ("master.paths_shown",),
+        ("whether request paths are shown to this reader (the privacy rule below)"),
+    ),
+    (("master.time",), "when the document was made, seconds since the epoch"),
+    (
+        ("workers[].slot",),
+        ("the worker's slot (its metrics identity, reused by its successor), or null"),
+    ),
+    (
+        (
+            "workers[].pid",
+            "workers[].age",
+        ),
+        "the worker's pid, and gunicorn's age (its fork order)",
+    ),
+    (
+        ("workers[].state",),
+        (
+            "`booting` (app loading), `idle`, `busy` (a request in flight), `stopping`; "
+            "`exited` for one reaped while the document was made"
+        ),
+    ),
+    (("workers[].uptime_seconds",), "seconds since the fork; null while booting"),
+    (("workers[].requests_served",), "requests the worker finished"),
+    (
+        (
+            "workers[].rss_bytes",
+            "workers[].cpu_seconds",
+        ),
+        ("resident memory and user+system CPU from `/proc`; null once the process is gone"),
+    ),
+    (
+        ("workers[].heartbeat_age_seconds",),
+        ("seconds since the worker last notified the master; gunicorn kills it at `timeout`"),
+    ),
+    (
+        ("workers[].requests",),
+        (
+            "its requests in flight, oldest first: `method`, `path` (never the query "
+            "string; null where paths are not shown), `route` (the app's template, null "
+            "until matched), `elapsed_seconds`, `trace_id` (of a sampled span, else null)"
+        ),
+    ),
+    (
+        ("workers[].requests_not_shown",),
+        (
+            "requests in flight beyond the worker's entries (one per thread under gthread, "
+            "32 under gevent and ASGI), counted only"
+        ),
+    ),
+    (
+        ("dirty_workers[]",),
+        (
+            "the dirty arbiter (gunicorn 25+) and its workers: `pid`, `role` (`arbiter` or "
+            "`worker`), `rss_bytes`, `cpu_seconds`; empty without dirty apps"
+        ),
+    ),
+    (
+        ("recent_exits[]",),
+        (
+            "the last 50 worker exits, newest first: `pid`, `reason` (as in "
+            "`worker_exited`), `signal` or `exit_code` (whichever is known), `time` "
+            "(seconds since the epoch), `requests_in_flight` (the requests it was serving "
+            "when it died, as in `requests` above)"
+        ),
+    ),
+)
+
+
 class LiveRequestLike(Protocol):
     """One request in flight, as ``hookkit._core.live.LiveRequest`` has it."""
 
