@@ -6,6 +6,7 @@ values and their lock."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,6 +162,38 @@ def test_a_new_identity_moves_the_writes_to_its_own_file(
     assert ["counter_w1s0.db", "counter_w1s1.db"] == names
     per_file = {name: [row[1] for row in _read(files.path / name)] for name in names}
     assert {"counter_w1s0.db": [5.0], "counter_w1s1.db": [2.0]} == per_file
+
+
+def test_a_histogram_moves_to_the_new_identitys_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, identity: None
+) -> None:
+    """The same for a histogram: its sum and buckets after the new identity
+    are in that identity's file, and only there."""
+    files = Files(tmp_path / "d", monkeypatch)
+    histogram = Histogram("h", "h", buckets=BUCKETS, registry=None)
+    writer = HistogramWriter(histogram, True)
+    for amount in (0.001, 0.5, 0.5):
+        writer.observe(amount)
+    monkeypatch.setattr(directory, "_identity", "w1s1")
+    for amount in (0.5, 20.0):
+        writer.observe(amount)
+    rows = {path.name: _read(path) for path in sorted(files.path.iterdir())}
+
+    def total(name: str, sample: str) -> float:
+        return sum(row[1] for row in rows[name] if json.loads(row[0])[1] == sample)
+
+    assert (1.001, 3.0) == (
+        total("histogram_w1s0.db", "h_sum"),
+        total("histogram_w1s0.db", "h_bucket"),
+    )
+    assert (20.5, 2.0) == (
+        total("histogram_w1s1.db", "h_sum"),
+        total("histogram_w1s1.db", "h_bucket"),
+    )
+    samples = files.samples()
+    assert 5.0 == samples[("h_count", ())]
+    assert 21.501 == pytest.approx(samples[("h_sum", ())])
+    assert 3.0 == samples[("h_bucket", (("le", "1.0"),))] - samples[("h_bucket", (("le", "0.1"),))]
 
 
 def _read(path: Path) -> list[tuple[Any, ...]]:
