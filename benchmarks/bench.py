@@ -1859,7 +1859,11 @@ def print_report(result: dict[str, Any], configs: list[Config]) -> None:
     print("\nanomalies: " + ("none" if not notes else ""))
     for note in notes:
         print(f"- {note}")
-    print(f"\ntotal runtime {result['total_seconds']:.0f} s; raw numbers: {result['output']}")
+    print(
+        f"\ntotal runtime {result['total_seconds']:.0f} s; load average at start "
+        f"{' '.join(result['machine']['loadavg_at_start'])}, at end "
+        f"{' '.join(result['loadavg_at_end'])}; raw numbers: {result['output']}"
+    )
 
 
 def pin_self(settings: Settings) -> None:
@@ -1947,6 +1951,7 @@ def benchmark(
         "anomalies": idle_anomalies(info) + anomalies(runs, configs),
         "recycles": recycles,
         "total_seconds": time.monotonic() - started,
+        "loadavg_at_end": Path("/proc/loadavg").read_text().split()[:3],
         "output": str(settings.output),
     }
     return result, configs
