@@ -2,25 +2,50 @@
 hand-rolled peer, measured in one interleaved run.
 
 Every configuration is gunicorn's sync worker, one worker, serving
-``benchmarks/hello.py``, pinned to one core (``taskset``); the load generator
-(wrk, else a Python fallback) and a minimal OTLP/HTTP receiver share the other
-core. Each round starts every configuration afresh, in a rotated order, and
-for each run records:
+``benchmarks/hello.py`` (a WSGI app with routes, which tells hookkit the one
+it matched), pinned to one core (``taskset``); the load generator (wrk, else
+a Python fallback) and a minimal OTLP/HTTP receiver share the other core.
+Every request is what a proxy in front would send: ``GET /items/42`` (route
+``/items/<id>``) with ``X-Forwarded-For: 203.0.113.7`` and a fresh
+``X-Request-Start: t=<microseconds since the epoch>``, from 127.0.0.1, which
+gunicorn's default ``forwarded_allow_ips`` trusts, so hookkit honours both
+(wrk: a Lua script stamps each request through LuaJIT's FFI and
+``gettimeofday``). The configurations set hookkit as users run it (the
+settings are printed with the table): the Kubernetes probes excluded, the
+status page's live state on, exemplars on with tracing, OTLP logs and OTLP
+metrics in "everything".
+
+Before the rounds, a check run of "everything" (with the access line's
+``client_address`` on) and a receiver that decodes what it gets prove that the
+headers and the route take effect: the access lines and the spans name the
+forwarded client, the route and a queue time, ``/metrics`` has exemplars and
+``/status.json`` the worker. The benchmark stops if they do not.
+
+Each round starts every configuration afresh, in a rotated order, and for
+each run records:
 
 - time to first 200 (process start to the first successful ``GET /``);
-- after a warm-up load: the worker's RSS and USS (``/proc/PID/smaps_rollup``);
+- after a warm-up load of at least ``BENCH_WARMUP_REQUESTS`` requests: the
+  worker's RSS and USS (``/proc/PID/smaps_rollup``), and again after the run;
 - under load: throughput, p50/p99 latency, and the CPU of every process of the
   server's tree (``/proc/PID/stat`` utime+stime+cutime+cstime before and
-  after, so threads and reaped helpers count) and of the receiver.
+  after, so threads and reaped helpers count) and of the receiver;
+- that the run did its configuration's work, or the run fails: hookkit's
+  ``/metrics`` counted the requests under their route and their queue time
+  with no queue-header error, and after the server stopped the receiver had
+  got the spans, logs and metrics the configuration exports.
 
 Ratios and differences are taken against the bare run of the same round, then
 summarized as median (min-max) over the rounds. A separate phase times
-hookkit's ``/metrics`` after 0 and after ``BENCH_RECYCLES`` worker recycles
-(``--max-requests 1``, as ``benchmarks/scrape_after_recycles.py`` does).
+hookkit's ``/metrics`` after 10 and after ``BENCH_RECYCLES`` worker recycles
+(``--max-requests 1``, as ``benchmarks/scrape_after_recycles.py`` does). A
+targets table (issue 16's) sets each target beside its measured figure.
 
 Settings (environment): ``BENCH_SECONDS`` (5) per run, ``BENCH_ROUNDS`` (5),
-``BENCH_WARMUP`` (1 s), ``BENCH_CONNECTIONS`` (8), ``BENCH_WRK_THREADS`` (1),
-``BENCH_RECYCLES`` (5000, 0 skips the phase), ``BENCH_RECYCLE_SECONDS`` (200,
+``BENCH_WARMUP`` (1 s: warm-up loads of this length until
+``BENCH_WARMUP_REQUESTS``, 1000, were served), ``BENCH_CONNECTIONS`` (8),
+``BENCH_WRK_THREADS`` (1),
+``BENCH_RECYCLES`` (5000, 0 skips the phase), ``BENCH_RECYCLE_SECONDS`` (400,
 the phase's time bound), ``BENCH_RECYCLE_JITTER`` (``off``: gunicorn's random
 0-100 ms pause between spawns is patched out in the recycling master, which
 otherwise caps recycling at about 20 per second; ``on`` keeps it),
@@ -29,8 +54,12 @@ otherwise caps recycling at about 20 per second; ``on`` keeps it),
 wrk when missing and running as root), ``BENCH_OUTPUT``
 (``benchmarks/last-run.json``).
 
-Prints a Markdown table to stdout and writes every raw number to the JSON
-file. Every process it starts is stopped by PID at the end, also on Ctrl-C.
+A quick smoke run (under a minute; ``tests/test_bench_harness.py``):
+``BENCH_SECONDS=1 BENCH_ROUNDS=1 BENCH_RECYCLES=20 BENCH_LOADGEN=python``.
+
+Prints Markdown tables to stdout and writes every raw number, and the targets
+table, to the JSON file. Every process it starts is stopped by PID at the
+end, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -70,6 +99,31 @@ ROOT = BENCH_DIR.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STRIPPED_ENV_PREFIXES = ("HOOKKIT_", "OTEL_", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS")
 SCRAPES = 50
+# Every request of the load, as a proxy in front would send it.
+REQUEST_PATH = "/items/42"
+ITEM_ROUTE = "/items/<id>"
+FORWARDED_FOR = "203.0.113.7"  # the client behind the proxy (TEST-NET-3)
+# The README's probe patterns ("Probes kept out"), as users copy them.
+EXCLUDED_URLS = "^/healthz$,^/readyz$,^/livez$,^/health$,^/ping$"
+
+# wrk's per-request hook: a fresh X-Request-Start in microseconds since the
+# epoch (gettimeofday through LuaJIT's FFI: os.time() has whole seconds
+# only), beside the X-Forwarded-For that -H put in wrk.headers.
+WRK_SCRIPT = """\
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_usec; } hookkit_bench_timeval;
+int gettimeofday(hookkit_bench_timeval *tv, void *tz);
+]]
+local tv = ffi.new("hookkit_bench_timeval")
+
+request = function()
+  ffi.C.gettimeofday(tv, nil)
+  wrk.headers["X-Request-Start"] =
+    string.format("t=%d%06d", tonumber(tv.tv_sec), tonumber(tv.tv_usec))
+  return wrk.format()
+end
+"""
 DASH = "\u2013"  # between min and max in the table
 
 # A gunicorn config the drop-in applies in the recycling master: gunicorn
@@ -110,6 +164,7 @@ class Settings:
     seconds: int
     rounds: int
     warmup: int
+    warmup_requests: int
     connections: int
     wrk_threads: int
     recycles: int
@@ -123,15 +178,17 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        """Read the settings; defaults keep the whole run under ~5 minutes."""
+        """Read the settings; with the defaults the whole run takes about 10
+        minutes on 2 cores."""
         return cls(
             seconds=_env_int("BENCH_SECONDS", 5),
             rounds=_env_int("BENCH_ROUNDS", 5),
             warmup=_env_int("BENCH_WARMUP", 1),
+            warmup_requests=_env_int("BENCH_WARMUP_REQUESTS", 1000),
             connections=_env_int("BENCH_CONNECTIONS", 8),
             wrk_threads=_env_int("BENCH_WRK_THREADS", 1),
             recycles=_env_int("BENCH_RECYCLES", 5000),
-            recycle_seconds=_env_int("BENCH_RECYCLE_SECONDS", 200),
+            recycle_seconds=_env_int("BENCH_RECYCLE_SECONDS", 400),
             recycle_jitter=_env_str("BENCH_RECYCLE_JITTER", "off") == "on",
             server_cpu=_env_int("BENCH_SERVER_CPU", 0),
             client_cpu=_env_int("BENCH_CLIENT_CPU", 1),
@@ -151,29 +208,64 @@ class Config:
     env: dict[str, str] = field(default_factory=dict)
     hookkit: bool = False
     multiproc_dir: bool = False
+    # What the receiver must have got from a run (``traces``, ``logs``,
+    # ``metrics``), or the run fails.
+    exports: tuple[str, ...] = ()
+    note: str = ""
 
 
 def configurations(workdir: Path, receiver: str) -> list[Config]:
-    """The five configurations of issue 6, bare first."""
+    """The five configurations, bare first; hookkit's with the settings users
+    run (each stated even where it is the default, so the table says it)."""
     empty = workdir / "empty.conf.py"
     empty.write_text("")
     otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver}
+    metrics = {
+        "HOOKKIT_METRICS": "on",
+        "HOOKKIT_STATUS": "on",  # the status page and each worker's live state
+        "HOOKKIT_LOGS": "on",
+        "HOOKKIT_EXCLUDED_URLS": EXCLUDED_URLS,
+    }
+    tracing = {
+        **metrics,
+        "HOOKKIT_TRACING": "on",
+        **otlp,
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",  # 100 % of requests sampled
+        "OTEL_METRICS_EXEMPLAR_FILTER": "trace_based",  # an exemplar per sampled span
+    }
+    everything = {
+        **tracing,
+        "HOOKKIT_ACCESS_LOG": "on",
+        "HOOKKIT_OTLP_LOGS": "on",
+        "HOOKKIT_OTLP_METRICS": "on",
+        # 12 times the default's rate (60000): every measured run holds a
+        # periodic export, not only the last one at exit.
+        "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+    }
     return [
-        Config("bare", "bare gunicorn", str(empty)),
+        Config("bare", "bare gunicorn", str(empty), note="gunicorn's defaults, no hooks"),
         Config(
             "metrics",
             "hookkit metrics",
             "python:hookkit.conf",
-            {"HOOKKIT_TRACING": "off"},
+            {**metrics, "HOOKKIT_TRACING": "off"},
             hookkit=True,
         ),
-        Config("tracing", "hookkit metrics+tracing", "python:hookkit.conf", otlp, hookkit=True),
+        Config(
+            "tracing",
+            "hookkit metrics+tracing",
+            "python:hookkit.conf",
+            tracing,
+            hookkit=True,
+            exports=("traces",),
+        ),
         Config(
             "everything",
             "hookkit everything",
             "python:hookkit.conf",
-            {**otlp, "HOOKKIT_ACCESS_LOG": "on"},
+            everything,
             hookkit=True,
+            exports=("traces", "logs", "metrics"),
         ),
         Config(
             "handrolled",
@@ -181,8 +273,19 @@ def configurations(workdir: Path, receiver: str) -> list[Config]:
             str(BENCH_DIR / "handrolled.conf.py"),
             otlp,
             multiproc_dir=True,
+            exports=("traces",),
+            note="benchmarks/handrolled.conf.py: prometheus_client multiprocess, an OTLP "
+            "span per request (BatchSpanProcessor, always on), a structlog JSON access line",
         ),
     ]
+
+
+def settings_line(config: Config, receiver: str) -> str:
+    """One line: the configuration's settings (the receiver's URL shortened)."""
+    shown = [
+        f"{name}={value.replace(receiver, '<receiver>')}" for name, value in config.env.items()
+    ]
+    return f"- {config.name}: " + "; ".join(filter(None, [config.note, ", ".join(shown)]))
 
 
 # ------------------------------------------------------------- processes
@@ -438,9 +541,13 @@ def metric_value(body: str, name: str, labels: str = "") -> float | None:
 # -------------------------------------------------------------- receiver
 
 
-def start_receiver(reaper: Reaper, settings: Settings) -> tuple[subprocess.Popen[bytes], int]:
-    """The receiver as a process of its own on the client core."""
+def start_receiver(
+    reaper: Reaper, settings: Settings, inspect: bool = False
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The receiver as a process of its own on the client core; ``inspect``:
+    one that decodes what it gets (the check run's)."""
     argv = [sys.executable, str(Path(__file__).resolve()), "_receiver"]
+    argv += ["inspect"] if inspect else []
     proc = reaper.start(pinned(str(settings.client_cpu), argv), stdout=subprocess.PIPE)
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
@@ -503,8 +610,18 @@ def parse_wrk(text: str, loadgen_cpu_s: float) -> Load:
     )
 
 
-def load_command(tool: str, port: int, seconds: int, settings: Settings) -> list[str]:
-    """The load generator's command line (before pinning)."""
+def write_wrk_script(workdir: Path) -> Path:
+    """wrk's Lua script (``WRK_SCRIPT``), in ``workdir``."""
+    path = workdir / "request-start.lua"
+    path.write_text(WRK_SCRIPT)
+    return path
+
+
+def load_command(
+    tool: str, port: int, seconds: float, settings: Settings, script: Path | None = None
+) -> list[str]:
+    """The load generator's command line (before pinning): ``GET
+    REQUEST_PATH`` with ``X-Forwarded-For`` and a fresh ``X-Request-Start``."""
     if tool == "wrk":
         return [
             "wrk",
@@ -514,15 +631,21 @@ def load_command(tool: str, port: int, seconds: int, settings: Settings) -> list
             "--timeout",
             "5s",
             "--latency",
-            f"http://127.0.0.1:{port}/",
+            "-H",
+            f"X-Forwarded-For: {FORWARDED_FOR}",
+            "-s",
+            str(script or "request-start.lua"),
+            f"http://127.0.0.1:{port}{REQUEST_PATH}",
         ]
-    script = str(Path(__file__).resolve())
-    return [sys.executable, script, "_loadgen", str(port), str(seconds), str(settings.connections)]
+    this = str(Path(__file__).resolve())
+    return [sys.executable, this, "_loadgen", str(port), str(seconds), str(settings.connections)]
 
 
-def run_load(reaper: Reaper, tool: str, port: int, seconds: int, settings: Settings) -> Load:
+def run_load(  # noqa: PLR0917 - every input of a load, positionally at every call
+    reaper: Reaper, tool: str, port: int, seconds: float, settings: Settings, script: Path
+) -> Load:
     """Run the load generator on the client core for ``seconds``."""
-    argv = pinned(str(settings.client_cpu), load_command(tool, port, seconds, settings))
+    argv = pinned(str(settings.client_cpu), load_command(tool, port, seconds, settings, script))
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = reaper.start(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -547,12 +670,22 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
     return {f"p{p}": ordered[min(last, round(last * p / 100))] for p in (50, 75, 90, 99)}
 
 
+def proxied_request(port: int, path: str = REQUEST_PATH) -> bytes:
+    """A GET as a proxy in front sends it: the client in ``X-Forwarded-For``,
+    ``X-Request-Start`` stamped now (``t=`` microseconds since the epoch)."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"X-Forwarded-For: {FORWARDED_FOR}\r\n"
+        f"X-Request-Start: t={time.time_ns() // 1000}\r\n\r\n"
+    ).encode()
+
+
 class _Client:
     """One connection of the Python load generator: one request per
     connection, as gunicorn's sync worker closes each after its response."""
 
     def __init__(self, port: int, sel: selectors.BaseSelector) -> None:
-        self.request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        self.request = proxied_request(port)
         self.sel = sel
         self.sock = socket.socket()
         self.sock.setblocking(False)
@@ -741,7 +874,7 @@ class Snapshot:
 
     server: dict[int, int]
     receiver: int
-    receiver_counts: dict[str, int]
+    receiver_counts: dict[str, Any]
     everyone: dict[int, tuple[str, int]]
     cores: dict[str, list[int]]
     bench: float
@@ -799,54 +932,158 @@ def worker_memory(server: Server, pids: Sequence[int]) -> dict[str, Any]:
     }
 
 
+def warm_up(reaper: Reaper, ctx: dict[str, Any], port: int) -> list[Load]:
+    """Warm-up loads of ``BENCH_WARMUP`` seconds until the worker served at
+    least ``BENCH_WARMUP_REQUESTS`` (at least one load)."""
+    settings: Settings = ctx["settings"]
+    loads: list[Load] = []
+    while not loads or sum(load.requests for load in loads) < settings.warmup_requests:
+        if len(loads) >= 30:
+            served = sum(load.requests for load in loads)
+            raise RuntimeError(f"the warm-up served {served} requests in {len(loads)} loads")
+        loads.append(
+            run_load(reaper, ctx["tool"], port, settings.warmup, settings, ctx["wrk_script"])
+        )
+    return loads
+
+
 def measure_run(
     reaper: Reaper, config: Config, run_dir: Path, ctx: dict[str, Any]
 ) -> dict[str, Any]:
     """One run of ``config``: start, first 200, warm-up, memory, measured
-    load between two snapshots of the CPU counters, stop."""
+    load between two snapshots of the CPU counters, memory again, hookkit's
+    /metrics and /status.json, stop; then the checks that it did its
+    configuration's work (a failed check fails the run: ``error``)."""
     settings: Settings = ctx["settings"]
+    exports_before = receiver_counts(ctx["receiver_port"])
     server = start_server(reaper, config, run_dir, settings)
+    body, status = "", None
     try:
         first_200 = wait_first_200(server)
-        warmup = run_load(reaper, ctx["tool"], server.port, settings.warmup, settings)
+        warmups = warm_up(reaper, ctx, server.port)
         pids = reaper.note_tree(server.proc)
         memory = worker_memory(server, pids)
         before = snapshot(server, ctx, pids)
-        load = run_load(reaper, ctx["tool"], server.port, settings.seconds, settings)
+        load = run_load(
+            reaper, ctx["tool"], server.port, settings.seconds, settings, ctx["wrk_script"]
+        )
         pids = sorted(set(pids) | set(reaper.note_tree(server.proc)))
         after = snapshot(server, ctx, pids)
-        sink_errors = hookkit_sink_errors(server) if config.hookkit else None
+        memory_after = worker_memory(server, pids)
+        if config.hookkit:
+            body = metrics_body(server)
+            status = status_json(server)
     finally:
         exit_code = reaper.stop(server.proc)
+    # Stopped: the workers flushed their spans and logs, the master made its
+    # last OTLP metrics export.
+    exports_after = receiver_counts(ctx["receiver_port"])
     ours = {os.getpid(), ctx["receiver_pid"], *pids}
-    return {
+    served = sum(warm.requests for warm in warmups) + load.requests
+    exported = {kind: exports_after[kind] - exports_before[kind] for kind in EXPORT_KINDS}
+    work = did_its_work(config, body, status, served, exported)
+    run = {
         "config": config.name,
         "argv": server.argv,
         "env": server.env,
         "first_200_s": first_200,
         "master_pid": server.proc.pid,
         **memory,
-        "warmup": asdict(warmup) | {"raw": ""},
+        "warmup_requests": sum(warm.requests for warm in warmups),
+        "worker_rss_after_run_kib": memory_after["worker_rss_kib"],
+        "worker_uss_after_run_kib": memory_after["worker_uss_kib"],
+        "warmup": [asdict(warm) | {"raw": ""} for warm in warmups],
         "load": asdict(load),
         **cpu_figures(before, after, load, ours),
-        "hookkit_sink_errors": sink_errors,
+        "exported": exported,
+        "work": work,
+        "hookkit_sink_errors": sink_errors(body) if config.hookkit else None,
         "log_bytes": server.log.stat().st_size,
         "log_problems": log_problems(server.log),
         "exit_code": exit_code,
     }
+    failed = [check["check"] for check in work if not check["ok"]]
+    if failed:
+        run["error"] = "did not do its configuration's work: " + "; ".join(failed)
+    return run
 
 
-def hookkit_sink_errors(server: Server) -> float | None:
-    """hookkit_sink_errors_total summed over sinks, from its /metrics."""
+EXPORT_KINDS = ("traces", "logs", "metrics")
+
+
+def metrics_body(server: Server, accept: str = "") -> str:
+    """hookkit's /metrics (``accept``: the Accept header); empty on failure."""
+    request = urllib.request.Request(f"http://127.0.0.1:{server.metrics_port}/metrics")
+    if accept:
+        request.add_header("Accept", accept)
     try:
-        body = fetch(f"http://127.0.0.1:{server.metrics_port}/metrics")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return str(response.read().decode())
     except OSError:
+        return ""
+
+
+def status_json(server: Server) -> dict[str, Any] | None:
+    """hookkit's /status.json, or None."""
+    try:
+        found: dict[str, Any] = json.loads(
+            fetch(f"http://127.0.0.1:{server.metrics_port}/status.json")
+        )
+    except (OSError, ValueError):
         return None
-    return sum(
-        float(line.split()[-1])
-        for line in body.splitlines()
-        if line.startswith("hookkit_sink_errors_total{")
-    )
+    return found
+
+
+def samples_sum(body: str, name: str, having: str = "") -> float:
+    """The sum of the samples ``name{...}`` (whose labels hold ``having``)."""
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith((name + "{", name + " ")) and having in line:
+            total += float(line.split(" # ")[0].split()[-1])
+    return total
+
+
+def sink_errors(body: str) -> float | None:
+    """hookkit_sink_errors_total summed over sinks; None without a body."""
+    return samples_sum(body, "hookkit_sink_errors_total") if body else None
+
+
+def did_its_work(
+    config: Config,
+    body: str,
+    status: dict[str, Any] | None,
+    served: int,
+    exported: dict[str, int],
+) -> list[dict[str, Any]]:
+    """The checks of one run: hookkit counted the ``served`` requests of the
+    load under their route and their queue time, with no queue-header error,
+    and its status page shows the worker; the receiver got every signal the
+    configuration exports."""
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool, found: Any) -> None:
+        checks.append({"check": name, "ok": bool(ok), "found": found})
+
+    if config.hookkit:
+        route = f'http_route="{ITEM_ROUTE}"'
+        routed = samples_sum(body, "http_server_request_duration_seconds_count", route)
+        queued = samples_sum(body, "http_server_request_queue_duration_seconds_count")
+        errors = samples_sum(body, "hookkit_queue_header_errors_total")
+        check(
+            f"/metrics counted the {served} requests under {ITEM_ROUTE}", routed >= served, routed
+        )
+        check("/metrics observed their queue time", queued >= served, queued)
+        check("no queue-header error", bool(body) and errors == 0, errors)
+        workers = (status or {}).get("workers") or []
+        shown = workers[0].get("requests_served", 0) if len(workers) == 1 else None
+        check(
+            "/status.json shows the worker's live state",
+            shown is not None and shown >= served,
+            shown,
+        )
+    for kind in config.exports:
+        check(f"OTLP {kind} arrived", exported[kind] > 0, exported[kind])
+    return checks
 
 
 def round_order(configs: list[Config], round_no: int) -> list[Config]:
@@ -889,6 +1126,159 @@ def progress_line(run: dict[str, Any]) -> str:
     )
 
 
+# ------------------------------------------------------------ the checks
+
+
+def send_proxied(port: int) -> int:
+    """One request as the load sends it (``proxied_request``); its status."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5.0) as sock:
+            sock.sendall(proxied_request(port))
+            head = sock.recv(64)
+    except OSError:
+        return 0
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    return int(match.group(1)) if match else 0
+
+
+def access_lines(log: Path) -> list[dict[str, Any]]:
+    """hookkit's access lines (``request_finished``) of ``REQUEST_PATH`` in
+    a server's output."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if (
+                isinstance(record, dict)
+                and record.get("event") == "request_finished"
+                and record.get("path") == REQUEST_PATH
+            ):
+                found.append(record)
+    return found
+
+
+def proxied_access_line(record: dict[str, Any]) -> bool:
+    """Whether an access line names the forwarded client, the route and a
+    queue time (from this machine: under a minute)."""
+    queued = record.get("queue_seconds")
+    return (
+        record.get("client_address") == FORWARDED_FOR
+        and record.get("route") == ITEM_ROUTE
+        and isinstance(queued, (int, float))
+        and 0 <= queued < 60
+    )
+
+
+def exemplar_on_route(body: str) -> bool:
+    """Whether an OpenMetrics /metrics body has an exemplar (a trace id) on a
+    request-duration bucket of ``ITEM_ROUTE``."""
+    return any(
+        line.startswith("http_server_request_duration_seconds_bucket{")
+        and f'http_route="{ITEM_ROUTE}"' in line
+        and "trace_id=" in line
+        for line in body.splitlines()
+    )
+
+
+def check_setup(
+    reaper: Reaper, workdir: Path, ctx: dict[str, Any], configs: list[Config]
+) -> list[dict[str, Any]]:
+    """Before the rounds: "everything", with the access line's
+    ``client_address`` on, exporting to a receiver that decodes what it gets,
+    serves one request from this process and then 1 s of the load generator.
+    The checks that the requests' headers and route took effect, and that
+    the status page, exemplars and every OTLP signal are there."""
+    settings: Settings = ctx["settings"]
+    run_dir = workdir / "check"
+    run_dir.mkdir()
+    receiver, port = start_receiver(reaper, settings, inspect=True)
+    everything = next(config for config in configs if config.name == "everything")
+    env = {
+        name: value.replace(ctx["receiver_url"], f"http://127.0.0.1:{port}")
+        for name, value in everything.env.items()
+    }
+    config = Config(
+        "check",
+        "check",
+        everything.config_arg,
+        env | {"HOOKKIT_ACCESS_LOG_CLIENT": "on"},
+        hookkit=True,
+    )
+    server = start_server(reaper, config, run_dir, settings)
+    try:
+        wait_first_200(server)
+        one = send_proxied(server.port)
+        openmetrics = metrics_body(server, "application/openmetrics-text; version=1.0.0")
+        status = status_json(server)
+        load = run_load(reaper, ctx["tool"], server.port, 1, settings, ctx["wrk_script"])
+        body = metrics_body(server)
+    finally:
+        reaper.stop(server.proc)
+    got = receiver_counts(port)
+    reaper.stop(receiver)
+    lines = access_lines(server.log)
+    kinds: dict[str, int] = got.get("span_kinds", {})
+    item_spans = {key: n for key, n in kinds.items() if key.startswith(f"GET {ITEM_ROUTE} |")}
+    good_span = (
+        f"GET {ITEM_ROUTE} | client.address={FORWARDED_FOR} | http.route={ITEM_ROUTE} | "
+        "queue_duration=yes"
+    )
+    workers = (status or {}).get("workers") or []
+    routed = samples_sum(body, "http_server_request_duration_seconds_count", ITEM_ROUTE)
+    queued = samples_sum(body, "http_server_request_queue_duration_seconds_count")
+    checks = [
+        (
+            "one request from this process answered 200, and its access line names the "
+            f"client {FORWARDED_FOR}, the route {ITEM_ROUTE} and a queue time",
+            one == 200 and bool(lines) and proxied_access_line(lines[0]),
+            lines[0] if lines else one,
+        ),
+        (
+            f"every access line of 1 s of {ctx['tool']} does too",
+            len(lines) > load.requests and all(map(proxied_access_line, lines)),
+            {
+                "lines": len(lines),
+                "load_requests": load.requests,
+                "not_proxied": [line for line in lines if not proxied_access_line(line)][:3],
+            },
+        ),
+        (
+            f"every span of the requests is '{good_span}'",
+            sum(item_spans.values()) > load.requests and set(item_spans) == {good_span},
+            {"span_kinds": kinds, "load_requests": load.requests},
+        ),
+        (
+            f"/metrics counted them under {ITEM_ROUTE}, each with its queue time, no "
+            "queue-header error",
+            routed > load.requests
+            and queued >= routed
+            and samples_sum(body, "hookkit_queue_header_errors_total") == 0,
+            {"routed": routed, "queued": queued},
+        ),
+        (
+            f"/metrics (OpenMetrics) has an exemplar on a bucket of {ITEM_ROUTE}",
+            exemplar_on_route(openmetrics),
+            "found" if exemplar_on_route(openmetrics) else openmetrics[-2000:],
+        ),
+        (
+            "/status.json shows the worker's live state",
+            len(workers) == 1 and workers[0].get("requests_served", 0) >= 2,
+            workers,
+        ),
+        (
+            "OTLP traces, logs and metrics arrived",
+            all(got[kind] > 0 for kind in EXPORT_KINDS) and bool(got.get("last_log")),
+            {kind: got[kind] for kind in EXPORT_KINDS} | {"last_log": got.get("last_log")},
+        ),
+    ]
+    return [{"check": name, "ok": bool(ok), "found": found} for name, ok, found in checks]
+
+
+def render_checks(checks: list[dict[str, Any]]) -> str:
+    """The check run's results, one line each."""
+    return "\n".join(f"- {'ok' if c['ok'] else 'FAILED'}: {c['check']}" for c in checks)
+
+
 # -------------------------------------------------------------- recycles
 
 
@@ -922,8 +1312,11 @@ def time_scrapes(metrics_port: int) -> dict[str, Any]:
 
 def drive_recycles(port: int, target: int, budget: float, clients: int = 4) -> tuple[int, float]:
     """Send requests (one recycle each under --max-requests 1) until
-    ``target`` were served or ``budget`` seconds passed: (served, seconds)."""
+    ``target`` were served or ``budget`` seconds passed: (served, seconds).
+    A client claims its request before sending it, so no more than
+    ``target`` are sent."""
     served = [0]
+    claimed = [0]
     lock = threading.Lock()
     started = time.monotonic()
     deadline = started + budget
@@ -931,11 +1324,15 @@ def drive_recycles(port: int, target: int, budget: float, clients: int = 4) -> t
     def client() -> None:
         while time.monotonic() < deadline:
             with lock:
-                if served[0] >= target:
+                if claimed[0] >= target:
                     return
-            if get_status(port, timeout=10.0) == 200:
-                with lock:
+                claimed[0] += 1
+            ok = get_status(port, timeout=10.0) == 200
+            with lock:
+                if ok:
                     served[0] += 1
+                else:
+                    claimed[0] -= 1
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for thread in threads:
@@ -946,9 +1343,9 @@ def drive_recycles(port: int, target: int, budget: float, clients: int = 4) -> t
 
 
 def recycle_checkpoints(target: int) -> list[int]:
-    """When to time the scrape: before any request, after the first few
-    recycles (the request metrics then exist), and after ``target``."""
-    return sorted({0, min(10, target), target})
+    """When to time the scrape: after 10 recycles (the request metrics then
+    exist), and after ``target``."""
+    return sorted({min(10, target), target})
 
 
 def start_recycling_server(reaper: Reaper, run_dir: Path) -> tuple[Server, dict[str, str]]:
@@ -974,7 +1371,7 @@ def start_recycling_server(reaper: Reaper, run_dir: Path) -> tuple[Server, dict[
 
 
 def measure_recycles(reaper: Reaper, workdir: Path, settings: Settings) -> dict[str, Any]:
-    """Scrape time of hookkit's /metrics after 0, 10 and N worker recycles,
+    """Scrape time of hookkit's /metrics after 10 and N worker recycles,
     within ``settings.recycle_seconds`` of recycling."""
     run_dir = workdir / "recycles"
     run_dir.mkdir()
@@ -1029,6 +1426,7 @@ def per_round_metrics(run: dict[str, Any], bare: dict[str, Any]) -> dict[str, fl
         "added_us_throughput": 1e6 / load["rps"] - 1e6 / bare_load["rps"],
         "server_cpu_us": cpu_us,
         "added_us_cpu": cpu_us - bare_cpu_us,
+        "implied_rps_ratio": bare_cpu_us / cpu_us,
         "server_busy": run["server_cpu_s"] / load["seconds"],
         "p50_ratio": lat["p50"] / bare_lat["p50"],
         "p99_ratio": lat["p99"] / bare_lat["p99"],
@@ -1040,6 +1438,11 @@ def per_round_metrics(run: dict[str, Any], bare: dict[str, Any]) -> dict[str, fl
         "worker_uss_mib": run["worker_uss_kib"] / 1024,
         "added_uss_mib": (run["worker_uss_kib"] - bare["worker_uss_kib"]) / 1024,
         "added_rss_mib": (run["worker_rss_kib"] - bare["worker_rss_kib"]) / 1024,
+        "worker_uss_after_run_mib": run["worker_uss_after_run_kib"] / 1024,
+        "added_uss_after_run_mib": (
+            run["worker_uss_after_run_kib"] - bare["worker_uss_after_run_kib"]
+        )
+        / 1024,
     }
 
 
@@ -1071,13 +1474,16 @@ TABLE_COLUMNS: list[tuple[str, str, str, str]] = [
     ("vs bare", "rps_ratio", ".2f", "x"),
     ("+µs/req (1/throughput)", "added_us_throughput", "+.0f", ""),
     ("server CPU µs/req", "server_cpu_us", ".0f", ""),
-    ("+µs/req (CPU)", "added_us_cpu", "+.0f", ""),
+    ("+µs/req (CPU)", "added_us_cpu", "+.1f", ""),
+    ("implied vs bare (CPU)", "implied_rps_ratio", ".2f", "x"),
     ("p50 vs bare", "p50_ratio", ".2f", "x"),
     ("p99 vs bare", "p99_ratio", ".2f", "x"),
     ("receiver CPU µs/req", "receiver_cpu_us", ".1f", ""),
     ("first 200 ms", "first_200_ms", ".0f", ""),
     ("worker RSS MiB", "worker_rss_mib", ".1f", ""),
     ("worker USS MiB", "worker_uss_mib", ".1f", ""),
+    ("+USS MiB", "added_uss_mib", "+.2f", ""),
+    ("+USS MiB after run", "added_uss_after_run_mib", "+.2f", ""),
 ]
 
 
@@ -1108,20 +1514,165 @@ def render_recycles(recycles: dict[str, Any]) -> str:
         spread = {"median": point["median_ms"], "min": point["min_ms"], "max": point["max_ms"]}
         lines.append(f"| {point['recycles']} | {cell(spread, '.2f')} | {point['files_read']} |")
     first, last = points[0], points[-1]
-    ratios = [f"{last['median_ms'] / first['median_ms']:.2f}x the scrape with none"]
-    if len(points) > 2:
-        ratios.append(f"{last['median_ms'] / points[1]['median_ms']:.2f}x the one after 10")
     rate = last["recycles"] / last["drive_seconds"] if last["drive_seconds"] else 0.0
+    counted = last["recycles_counted"]
     lines += [
         "",
         f"{last['recycles']} recycles (target {recycles['target']}, bound "
-        f"{recycles['budget_seconds']} s; hookkit counted {last['recycles_counted']:.0f} "
-        f"max_requests exits) took {last['drive_seconds']:.1f} s ({rate:.0f}/s; gunicorn's "
-        f"spawn jitter {recycles['spawn_jitter']}). Scrape after {last['recycles']}: "
-        + ", ".join(ratios)
-        + ".",
+        f"{recycles['budget_seconds']} s; hookkit counted "
+        f"{'?' if counted is None else format(counted, '.0f')} max_requests exits) took "
+        f"{last['drive_seconds']:.1f} s ({rate:.0f}/s; gunicorn's spawn jitter "
+        f"{recycles['spawn_jitter']}). Scrape after {last['recycles']}: "
+        f"{scrape_ratio(recycles):.2f}x the one after {first['recycles']}.",
     ]
     return "\n".join(lines)
+
+
+# Issue 16's targets: (configuration, figure, at most / at least, bound, what).
+CPU_TARGETS: list[tuple[str, str, str, float, str]] = [
+    ("metrics", "added_us_cpu", "max", 5.5, "metrics: added server CPU per request ≤ +5.5 µs"),
+    ("metrics", "implied_rps_ratio", "min", 0.94, "metrics: implied throughput ≥ 0.94x bare"),
+    (
+        "tracing",
+        "added_us_cpu",
+        "max",
+        23.0,
+        "metrics + tracing (100 % sampled, OTLP, exemplars): added server CPU per request ≤ +23 µs",
+    ),
+    (
+        "tracing",
+        "implied_rps_ratio",
+        "min",
+        0.80,
+        "metrics + tracing: implied throughput ≥ 0.80x bare",
+    ),
+    (
+        "everything",
+        "added_us_cpu",
+        "max",
+        30.0,
+        "everything (+ JSON access line, OTLP logs, OTLP metrics): added server CPU per "
+        "request ≤ +30 µs",
+    ),
+    (
+        "everything",
+        "implied_rps_ratio",
+        "min",
+        0.75,
+        "everything: implied throughput ≥ 0.75x bare",
+    ),
+    ("tracing", "p99_ratio", "max", 1.5, "metrics + tracing: p99 ≤ 1.5x bare's p99"),
+    (
+        "tracing",
+        "added_uss_mib",
+        "max",
+        6.0,
+        "metrics + tracing: worker USS ≤ +6 MiB over bare, after ≥ {warm} requests",
+    ),
+]
+FIRST_200_CONFIGS = ("metrics", "tracing", "everything")
+
+
+def _target_row(target: str, measured: str, met: bool | None, value: Any) -> dict[str, Any]:
+    return {"target": target, "measured": measured, "met": met, "value": value}
+
+
+def target_rows(
+    summary: dict[str, Any],
+    recycles: dict[str, Any] | None,
+    runs: list[dict[str, Any]],
+    settings: Settings,
+) -> list[dict[str, Any]]:
+    """Each target of issue 16 beside the measured median (min-max over the
+    rounds) and whether the median meets it."""
+    rows = []
+    for name, key, bound_kind, bound, text in CPU_TARGETS:
+        figures = summary.get(name)
+        target = text.format(warm=settings.warmup_requests)
+        if not figures:
+            rows.append(_target_row(target, "no run succeeded", False, None))
+            continue
+        spread = figures[key]
+        fmt, suffix = {
+            "added_us_cpu": ("+.1f", " µs"),
+            "implied_rps_ratio": (".3f", "x"),
+            "p99_ratio": (".2f", "x"),
+            "added_uss_mib": ("+.2f", " MiB"),
+        }[key]
+        median = spread["median"]
+        met = median <= bound if bound_kind == "max" else median >= bound
+        rows.append(_target_row(target, cell(spread, fmt, suffix), met, median))
+    everything, handrolled = summary.get("everything"), summary.get("handrolled")
+    target = "everything: added server CPU under a third of the hand-rolled peer's added"
+    if everything and handrolled:
+        mine = everything["added_us_cpu"]["median"]
+        peer = handrolled["added_us_cpu"]["median"]
+        rows.append(
+            _target_row(
+                target,
+                f"+{mine:.1f} µs vs hand-rolled +{peer:.1f} µs (a third: {peer / 3:.1f} µs)",
+                mine < peer / 3,
+                {"everything": mine, "handrolled": peer},
+            )
+        )
+    else:
+        rows.append(_target_row(target, "no run succeeded", False, None))
+    for name in FIRST_200_CONFIGS:
+        figures = summary.get(name)
+        target = f"{name}: first 200 after start ≤ bare + 100 ms"
+        if not figures:
+            rows.append(_target_row(target, "no run succeeded", False, None))
+            continue
+        spread = figures["added_first_200_ms"]
+        rows.append(
+            _target_row(
+                target, cell(spread, "+.0f", " ms"), spread["median"] <= 100, spread["median"]
+            )
+        )
+    target = "scrape time flat (±20 %) from 10 to {} recycled workers: ratio 0.8 to 1.2"
+    if recycles and "error" not in recycles:
+        points = recycles["checkpoints"]
+        ratio = scrape_ratio(recycles)
+        rows.append(
+            _target_row(
+                target.format(points[-1]["recycles"]),
+                f"{ratio:.2f}x ({points[0]['median_ms']:.2f} ms after {points[0]['recycles']}, "
+                f"{points[-1]['median_ms']:.2f} ms after {points[-1]['recycles']})",
+                0.8 <= ratio <= 1.2 and points[-1]["recycles"] >= recycles["target"],
+                ratio,
+            )
+        )
+    else:
+        failure = (recycles or {}).get("error", "skipped (BENCH_RECYCLES=0)")
+        rows.append(_target_row(target.format(settings.recycles), failure, None, None))
+    failed = [f"round {run['round'] + 1} {run['config']}" for run in runs if "error" in run]
+    rows.append(
+        _target_row(
+            "every run did its configuration's work (route, queue time, live state, OTLP "
+            "spans/logs/metrics arrived)",
+            f"{len(runs) - len(failed)} of {len(runs)} runs"
+            + (f"; failed: {', '.join(failed)}" if failed else ""),
+            not failed,
+            len(failed),
+        )
+    )
+    return rows
+
+
+def render_targets(rows: list[dict[str, Any]]) -> str:
+    """The targets table: target | measured | met?"""
+    lines = [f"| target | measured, median (min{DASH}max) | met? |", "|---|---|---|"]
+    for row in rows:
+        met = {True: "yes", False: "no", None: "-"}[row["met"]]
+        lines.append(f"| {row['target']} | {row['measured']} | {met} |")
+    return "\n".join(lines)
+
+
+def scrape_ratio(recycles: dict[str, Any]) -> float:
+    """The median scrape after the last checkpoint over the one after the
+    first (10 recycles)."""
+    points = recycles["checkpoints"]
+    return float(points[-1]["median_ms"] / points[0]["median_ms"])
 
 
 def idle_anomalies(info: dict[str, Any]) -> list[str]:
@@ -1135,7 +1686,7 @@ def idle_anomalies(info: dict[str, Any]) -> list[str]:
 
 def anomalies(runs: list[dict[str, Any]], configs: list[Config]) -> list[str]:
     """Things in the raw numbers a reader should know about."""
-    exporting = {c.name for c in configs if "OTEL_EXPORTER_OTLP_ENDPOINT" in c.env}
+    exporting = {c.name for c in configs if "traces" in c.exports}
     return [note for run in runs for note in run_anomalies(run, run["config"] in exporting)]
 
 
@@ -1246,30 +1797,73 @@ def print_header(info: dict[str, Any], settings: Settings, tool: str, why: str) 
     loadgen = "wrk" if tool == "wrk" else f"Python load generator (FALLBACK: {why})"
     print(
         f"method: {settings.rounds} rounds x {settings.seconds} s per configuration, interleaved "
-        f"(rotated order), {settings.warmup} s warm-up; {loadgen}, {settings.connections} "
+        f"(rotated order), warm-up loads of {settings.warmup} s until at least "
+        f"{settings.warmup_requests} requests were served; {loadgen}, {settings.connections} "
         f"connections, with the OTLP receiver on core {settings.client_cpu}; each server: "
         f"sync worker, 1 worker, core {settings.server_cpu}, `hello:app`, output to a file. "
         "gunicorn's sync worker closes every connection (no keep-alive), for all alike.\n",
         flush=True,
     )
+    print(
+        f"requests: `GET {REQUEST_PATH}` (route `{ITEM_ROUTE}`, which the app puts in "
+        f"`environ['hookkit.route']`) from 127.0.0.1 (in gunicorn's default "
+        f"forwarded_allow_ips), with `X-Forwarded-For: {FORWARDED_FOR}` and "
+        "`X-Request-Start: t=<microseconds since the epoch>`, stamped per request ("
+        + (
+            "wrk: a Lua script, gettimeofday through LuaJIT's FFI, microsecond precision"
+            if tool == "wrk"
+            else "time.time_ns() // 1000 when the connection opens, microsecond precision"
+        )
+        + "); every configuration gets the same requests (bare and the hand-rolled peer "
+        "ignore the headers and the route).\n",
+        flush=True,
+    )
+
+
+def print_settings(configs: list[Config], receiver: str) -> None:
+    """Each configuration's settings, one line each."""
+    print("settings (environment of each configuration; hookkit's stated even where default):")
+    for config in configs:
+        print(settings_line(config, receiver))
+    print(
+        "- every configuration: `gunicorn -c <config> -b 127.0.0.1:<port> -k sync -w 1 "
+        "--pythonpath benchmarks hello:app`; hookkit's with HOOKKIT_METRICS_BIND=127.0.0.1:"
+        "<port>, `<receiver>` the OTLP/HTTP receiver on 127.0.0.1\n",
+        flush=True,
+    )
 
 
 def print_report(result: dict[str, Any], configs: list[Config]) -> None:
-    """The table and notes on stdout."""
+    """The tables and notes on stdout."""
+    print("## targets\n")
+    print(render_targets(result["targets"]))
+    print(
+        f"\nmedian (min{DASH}max) over the rounds of each figure against the bare run of the "
+        "same round; a target is met when the median is. implied throughput: bare's server "
+        "CPU per request over the configuration's (what a saturated core would serve).\n"
+    )
+    print("## configurations\n")
     print(render_table(result["summary"], configs))
     print(
         f"\nmedian (min{DASH}max) over rounds; ratios and + differences against the bare run of "
         "the same round. server CPU: every process of the server's tree (master, worker, "
         "threads, reaped children), per request served. receiver CPU: the OTLP receiver "
-        "process. memory: the worker after warm-up (USS = Private_Clean+Private_Dirty)."
+        "process. memory: the worker after the warm-up (at least "
+        f"{result['settings']['warmup_requests']} requests; USS = Private_Clean+Private_Dirty), "
+        "and after the measured run."
     )
     if result.get("recycles"):
-        print("\n" + render_recycles(result["recycles"]))
+        print("\n## scrape after recycles\n")
+        print(render_recycles(result["recycles"]))
     notes = result["anomalies"]
     print("\nanomalies: " + ("none" if not notes else ""))
     for note in notes:
         print(f"- {note}")
-    print(f"\ntotal runtime {result['total_seconds']:.0f} s; raw numbers: {result['output']}")
+    print(
+        f"\ntotal runtime {result['total_seconds']:.0f} s; load average at start "
+        f"{' '.join(result['machine']['loadavg_at_start'])}, at end "
+        f"{' '.join(result['loadavg_at_end'])}; raw numbers: {result['output']}"
+    )
 
 
 def pin_self(settings: Settings) -> None:
@@ -1325,24 +1919,39 @@ def benchmark(
     pin_self(settings)
     print_header(info, settings, tool, why)
     receiver, receiver_port = start_receiver(reaper, settings)
-    configs = configurations(workdir, f"http://127.0.0.1:{receiver_port}")
-    ctx = {"settings": settings, "tool": tool}
+    receiver_url = f"http://127.0.0.1:{receiver_port}"
+    configs = configurations(workdir, receiver_url)
+    print_settings(configs, receiver_url)
+    ctx = {"settings": settings, "tool": tool, "wrk_script": write_wrk_script(workdir)}
     ctx |= {"receiver_pid": receiver.pid, "receiver_port": receiver_port}
+    ctx |= {"receiver_url": receiver_url}
+    checks = check_setup(reaper, workdir, ctx, configs)
+    print("checks before the rounds (a run of everything, the access line's client on):")
+    print(render_checks(checks) + "\n", flush=True)
+    if not all(check["ok"] for check in checks):
+        details = json.dumps([c for c in checks if not c["ok"]], indent=1, default=str)
+        raise SystemExit(f"the requests' settings did not take effect:\n{details}")
     runs = run_rounds(reaper, configs, workdir, ctx)
     reaper.stop(receiver)
     recycles = recycles_phase(reaper, workdir, settings)
+    summary = summarize(runs, configs)
     result = {
         "command": command_line(),
         "machine": info,
         "settings": asdict(settings) | {"output": str(settings.output)},
         "loadgen": {"tool": tool, "fallback_reason": why},
         "load_command": load_command(tool, 0, settings.seconds, settings),
+        "wrk_script": WRK_SCRIPT,
         "configs": [asdict(config) for config in configs],
+        "settings_lines": [settings_line(config, receiver_url) for config in configs],
+        "checks": checks,
         "runs": runs,
-        "summary": summarize(runs, configs),
+        "summary": summary,
+        "targets": target_rows(summary, recycles, runs, settings),
         "anomalies": idle_anomalies(info) + anomalies(runs, configs),
         "recycles": recycles,
         "total_seconds": time.monotonic() - started,
+        "loadavg_at_end": Path("/proc/loadavg").read_text().split()[:3],
         "output": str(settings.output),
     }
     return result, configs
@@ -1363,7 +1972,7 @@ def main() -> None:
 def dispatch(argv: list[str]) -> None:
     """The benchmark, or one of its helper processes."""
     if argv[:1] == ["_receiver"]:
-        serve_receiver()
+        serve_receiver(inspect=argv[1:2] == ["inspect"])
     elif argv[:1] == ["_loadgen"]:
         loadgen_main(int(argv[1]), float(argv[2]), int(argv[3]))
     else:
