@@ -240,3 +240,22 @@ def test_without_in_place_the_values_keep_prometheus_clients_class(
     writer = HistogramWriter(histogram, False)
     assert {stock} == {type(v) for v in [writer.total, *writer.buckets]}
     assert type(value_writer(counter, True)) is not stock
+
+
+def test_only_the_async_classes_run_tasks() -> None:
+    """The request scope looks for a greenlet or task only where there can
+    be one: not under the sync and gthread workers."""
+    from gunicorn.workers.gasgi import ASGIWorker
+    from gunicorn.workers.ggevent import GeventWorker
+    from gunicorn.workers.gthread import ThreadWorker
+    from gunicorn.workers.sync import SyncWorker
+
+    from hookkit._core.worker import runs_tasks
+
+    def made(cls: type) -> Any:
+        return cls.__new__(cls)
+
+    assert not runs_tasks(made(SyncWorker))
+    assert not runs_tasks(made(ThreadWorker))
+    assert runs_tasks(made(GeventWorker))
+    assert runs_tasks(made(ASGIWorker))

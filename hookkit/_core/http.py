@@ -270,7 +270,10 @@ class AnyPattern:
 
     def search(self, text: str) -> bool:
         """Whether any pattern is found in ``text``."""
-        return any(pattern.search(text) for pattern in self.patterns)
+        patterns = self.patterns
+        if len(patterns) == 1:  # folded into one: no generator
+            return patterns[0].search(text) is not None
+        return any(pattern.search(text) for pattern in patterns)
 
     def fullmatch(self, text: str) -> bool:
         """Whether any pattern matches all of ``text``."""

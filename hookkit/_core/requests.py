@@ -87,6 +87,10 @@ class InFlight:
     """The requests in flight in this worker process."""
 
     scopes: dict[int, RequestScope] = field(default_factory=dict)
+    # Whether requests may run in greenlets or asyncio tasks: False once the
+    # worker is known to be sync or gthread, whose requests run on threads
+    # of their own (no task to look for on every request).
+    tasks: bool = True
 
     def begin(self, req: object, key: int | None = None) -> RequestScope:
         """Open the scope of ``req`` (from ``pre_request``); ``key`` is
@@ -96,7 +100,7 @@ class InFlight:
             path=_text(getattr(req, "path", None)) or "",
             started=time.perf_counter(),
             thread_id=threading.get_ident(),
-            task=_current_task(),
+            task=_current_task() if self.tasks else None,
         )
         self.scopes[id(req) if key is None else key] = scope
         return scope

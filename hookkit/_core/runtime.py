@@ -41,7 +41,7 @@ from hookkit._core.settings import ConfigError, Settings
 from hookkit._core.sink import Sink
 from hookkit._core.stacks import Watchdog, interrupted_stack, thread_stacks
 from hookkit._core.trust import TrustedPeers
-from hookkit._core.worker import WorkerBook, answers_system_exit, runs_threads
+from hookkit._core.worker import WorkerBook, answers_system_exit, runs_tasks, runs_threads
 from hookkit._version import __version__
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -257,6 +257,7 @@ class Runtime:
     def post_worker_init(self, worker: Worker) -> None:
         fields: dict[str, object] = {"worker_class": type(worker).__name__}
         self.requests.answers_system_exit = answers_system_exit(worker)
+        self.requests.in_flight.tasks = runs_tasks(worker)
         if self.worker.record is not None:
             self.worker.record.threaded = runs_threads(worker)
         self.requests.trusted = TrustedPeers.from_config(worker.cfg)

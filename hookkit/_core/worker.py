@@ -154,6 +154,15 @@ def runs_threads(worker: Any) -> bool:
     return not isinstance(threads, int) or threads > 1
 
 
+def runs_tasks(worker: Any) -> bool:
+    """Whether ``worker`` may run requests in greenlets or asyncio tasks:
+    every class but gunicorn's sync and gthread workers."""
+    from gunicorn.workers.gthread import ThreadWorker
+    from gunicorn.workers.sync import SyncWorker
+
+    return not isinstance(worker, (SyncWorker, ThreadWorker))
+
+
 def answers_system_exit(worker: Any) -> bool:
     """Whether the worker class answers a request aborted by the timeout with
     a 500: gunicorn's sync worker catches every BaseException in handle() and
