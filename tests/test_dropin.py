@@ -7,6 +7,7 @@ runs its hooks beside hookkit's, and re-reads it on every SIGHUP.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -212,3 +213,31 @@ def test_user_logconfig_dict_owns_gunicorn_lines(serve, tmp_path):
     server = serve("apps.wsgi:app", "-w", "1")
     server.wait_for(match(event="worker_booted"))
     assert any(line.get("raw", "").startswith("MINE Listening at") for line in server.events())
+
+
+def test_the_drop_in_loads_only_what_its_settings_turn_on():
+    """What a start with the defaults imports (time to the first 200, issue
+    16): not the OTLP metrics sink (the OpenTelemetry metrics SDK) nor the
+    OTLP logs sink while they are off, nor bcrypt without basic auth users;
+    turned on, the sinks load."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, hookkit.conf\n"
+        "print(sorted(m for m in ('opentelemetry.sdk.metrics', 'hookkit._sinks.otlp_logs.sink',"
+        " 'bcrypt') if m in sys.modules))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HOOKKIT_", "OTEL_"))}
+    off = subprocess.run(
+        [sys.executable, "-c", probe], env=clean, capture_output=True, text=True, check=True
+    )
+    assert "[]" == off.stdout.strip()
+    on = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**clean, "HOOKKIT_OTLP_METRICS": "on", "HOOKKIT_OTLP_LOGS": "on"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "['hookkit._sinks.otlp_logs.sink', 'opentelemetry.sdk.metrics']" == on.stdout.strip()

@@ -28,7 +28,7 @@ is recorded, and applied once, when the drop-in has read it
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hookkit._aggregate.exemplars import exemplar_filter
@@ -38,9 +38,6 @@ from hookkit._core.runtime import RUNTIME
 from hookkit._core.settings import ConfigError, Settings
 from hookkit._core.sink import RESERVED_NAMES, Sink
 from hookkit._sinks.logs.sink import LogSink, configure_process_logging
-from hookkit._sinks.otlp_logs.config import LogsConfig
-from hookkit._sinks.otlp_logs.sink import OtlpLogsSink
-from hookkit._sinks.otlp_metrics.sink import ExportConfig, OtlpMetricsSink
 from hookkit._sinks.prometheus.sink import PrometheusSink
 from hookkit._sinks.status.sink import StatusSink
 from hookkit._sinks.tracing.sink import TracingSink
@@ -93,29 +90,43 @@ def check_user_sinks(sinks: object) -> tuple[Sink, ...]:
     return tuple(sinks)
 
 
+def _otlp_metrics_sink() -> type[Sink]:
+    # Imported only when turned on: its module loads the OpenTelemetry
+    # metrics SDK, which every gunicorn start would otherwise pay for.
+    from hookkit._sinks.otlp_metrics.sink import OtlpMetricsSink
+
+    return OtlpMetricsSink
+
+
+def _otlp_logs_sink() -> type[Sink]:
+    from hookkit._sinks.otlp_logs.sink import OtlpLogsSink  # the same: only when on
+
+    return OtlpLogsSink
+
+
 # hookkit's own sinks, in event order, and the setting that turns each on.
 # The tracing sink is always there: with tracing off it says why
 # (master_starting's ``tracing`` field) and makes no span, at the cost it
 # always had.
-_OWN: tuple[tuple[str, type[Sink], str | None], ...] = (
-    ("metrics", PrometheusSink, "metrics"),
+_OWN: tuple[tuple[str, Callable[[], type[Sink]], str | None], ...] = (
+    ("metrics", lambda: PrometheusSink, "metrics"),
     # On by default; serves /status.json, /status and /stacks.json from the
     # metrics sink's endpoint (started after it; without one it says so).
-    ("status", StatusSink, "status"),
-    ("logs", LogSink, "logs"),
-    ("tracing", TracingSink, None),
+    ("status", lambda: StatusSink, "status"),
+    ("logs", lambda: LogSink, "logs"),
+    ("tracing", lambda: TracingSink, None),
     # Off by default; exports, from the master only, the aggregate the
     # metrics sink publishes (started after it).
-    ("otlp_metrics", OtlpMetricsSink, "otlp_metrics"),
+    ("otlp_metrics", _otlp_metrics_sink, "otlp_metrics"),
     # Off by default; each process sends its own events and gunicorn's
     # error lines as OTLP log records.
-    ("otlp_logs", OtlpLogsSink, "otlp_logs"),
+    ("otlp_logs", _otlp_logs_sink, "otlp_logs"),
 )
 
 
 def _own_wanted(settings: Settings) -> list[tuple[str, type[Sink]]]:
     """(name, class) of hookkit's sinks the settings turn on, in order."""
-    return [(name, cls) for name, cls, on in _OWN if on is None or getattr(settings, on)]
+    return [(name, cls()) for name, cls, on in _OWN if on is None or getattr(settings, on)]
 
 
 def own_sinks(settings: Settings) -> list[Sink]:
@@ -201,7 +212,11 @@ def preview(environ: Mapping[str, str], user: Mapping[str, object]) -> tuple[Set
     if settings.metrics:
         exemplar_filter(environ)  # OTEL_METRICS_EXEMPLAR_FILTER
     if settings.otlp_metrics:
+        from hookkit._sinks.otlp_metrics.sink import ExportConfig
+
         ExportConfig.load(settings, environ)  # OTEL_METRIC_EXPORT_INTERVAL, protocol, timeout
     if settings.otlp_logs:
+        from hookkit._sinks.otlp_logs.config import LogsConfig
+
         LogsConfig.load(settings, environ)  # the SDK's release, protocol, timeout
     return settings, [*names, *(sink.name for sink in _requested.sinks)]

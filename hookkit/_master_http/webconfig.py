@@ -65,7 +65,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-import bcrypt
 import yaml
 
 from hookkit._core.settings import ConfigError
@@ -251,6 +250,8 @@ class WebConfig:
             # An unknown user still costs one bcrypt check, at a configured
             # user's cost, so response times do not tell which users exist.
             hashed = next(iter(self.basic_auth_users.values()))
+        import bcrypt  # here: only a server with basic auth users pays for its import
+
         try:
             # checkpw compares in constant time.
             matches = bcrypt.checkpw(password, hashed)
