@@ -40,6 +40,13 @@ def configure_process_logging(settings: Settings) -> None:
     )
 
 
+# The shared processors after add_log_level (the access line sets its level
+# itself), and json.dumps(line, default=repr)'s encoder, made once: dumps
+# makes a new one on every call that passes ``default``.
+_AFTER_THE_LEVEL = tuple(pipeline.SHARED_PROCESSORS[1:])
+_ENCODE = json.JSONEncoder(default=repr).encode
+
+
 class LogSink(Sink):
     """Events as log lines."""
 
@@ -149,12 +156,12 @@ class LogSink(Sink):
         through hookkit's logger, so its handlers, files and levels apply."""
         line: dict[str, Any] = {"event": ev.REQUEST_FINISHED, "hook": "post_request", **fields}
         line["level"] = "info"
-        for processor in pipeline.SHARED_PROCESSORS[1:]:  # the level is set above
+        for processor in _AFTER_THE_LEVEL:
             line = processor(None, "info", line)
         if ids is not None:  # where add_trace_context puts them
             for key, value in ids.items():
                 line.setdefault(key, value)
-        text = json.dumps(line, default=repr)
+        text = _ENCODE(line)
         stdlib = self._stdlib
         handlers = stdlib.handlers
         if (
