@@ -174,6 +174,10 @@ def test_the_classic_text_format_has_no_exemplars(serve: ServeFactory) -> None:
         server = start_traced(serve, rx, env={"OTEL_TRACES_SAMPLER": "always_on"})
         port = server.metrics_port  # type: ignore[attr-defined]
         request(server.port, "/")  # type: ignore[attr-defined]
+        # post_request records the exemplar after the client has its answer
+        deadline = time.monotonic() + 10
+        while not served_exemplars(port) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert served_exemplars(port)
         plain = scrape_text(port)
     assert "trace_id" not in plain
