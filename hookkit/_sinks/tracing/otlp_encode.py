@@ -9,6 +9,15 @@ the same presence rules (proto3 scalars at their default are left out;
 written). ``tests/test_otlp_encode.py`` checks that what it sends decodes to
 exactly the message the official encoder makes, for spans of every shape.
 
+Spans are encoded as they end (``EncodingBatchSpanProcessor``), on the
+thread that ends them, a few microseconds each: the batch processor's queue
+holds each span's bytes (``EncodedSpan``), not the span, and its export
+thread only joins them and sends. A thread that encodes a whole batch (512
+spans by default) holds the GIL for milliseconds, and every request of the
+worker waits behind it (issue 16); spans kept as bytes also take a fraction
+of the memory of the span objects. A span the fast encoder cannot encode is
+encoded by the official encoder, to the same bytes.
+
 Only the encoding changes: ``FastOTLPSpanExporter`` is the official
 ``OTLPSpanExporter`` (its endpoint, headers, timeout, compression, TLS and
 retries, all from the ``OTEL_EXPORTER_OTLP_*`` variables as usual) with its
@@ -24,7 +33,7 @@ from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from opentelemetry.trace import SpanKind
 
 _KIND = {
@@ -217,7 +226,43 @@ def _scope(scope: Any) -> bytes:
     return parts + _attributes(3, scope.attributes)
 
 
-def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
+def _official_span(span: ReadableSpan) -> bytes:
+    """``span``'s ``Span`` message as the official encoder writes it."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    message = encode_spans([span]).resource_spans[0].scope_spans[0].spans[0]
+    encoded: bytes = message.SerializePartialToString()
+    return encoded
+
+
+class EncodedSpan:
+    """A span encoded when it ended: its ``Span`` message's bytes, and the
+    resource and scope ``encode_request`` groups it by."""
+
+    __slots__ = ("encoded", "instrumentation_scope", "resource")
+
+    def __init__(self, span: ReadableSpan) -> None:
+        self.resource = span.resource
+        self.instrumentation_scope = span.instrumentation_scope
+        try:
+            self.encoded = _span(span)
+        except Exception:
+            self.encoded = _official_span(span)
+
+
+class EncodingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor (its thread, queue, ``OTEL_BSP_*``
+    variables, flush and shutdown), queueing each sampled span encoded, as
+    an ``EncodedSpan``: for an exporter that takes those
+    (``FastOTLPSpanExporter``)."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not (span.context and span.context.trace_flags.sampled):
+            return
+        self._batch_processor.emit(EncodedSpan(span))  # type: ignore[arg-type]
+
+
+def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     """The serialized ``ExportTraceServiceRequest`` for ``spans``, grouped
     by resource, then by instrumentation scope, in order of first
     appearance, as the official encoder groups them."""
@@ -229,7 +274,9 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
         by_scope = seen.get(id(resource))
         if by_scope is None:
             by_scope = seen[id(resource)] = grouped.setdefault(resource, {})
-        by_scope.setdefault(span.instrumentation_scope or None, []).append(_span(span))
+        by_scope.setdefault(span.instrumentation_scope or None, []).append(
+            span.encoded if type(span) is EncodedSpan else _span(span)  # type: ignore[arg-type]
+        )
     resource_spans = []
     for resource, by_scope in grouped.items():
         scope_spans = []
@@ -249,17 +296,25 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
 class FastOTLPSpanExporter(OTLPSpanExporter):
     """The official OTLP/HTTP exporter with ``encode_request`` as its encoder."""
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    @property
+    def takes_encoded(self) -> bool:
+        """Whether ``export`` takes ``EncodedSpan``s: where the official
+        exporter's transport can be reached (else it is the official path)."""
+        return hasattr(getattr(self, "_client", None), "export")
+
+    def export(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> SpanExportResult:
         client = getattr(self, "_client", None)
         if client is None or getattr(self, "_shutdown", False) or not hasattr(client, "export"):
             # A release whose transport is laid out differently: the
             # official path, unchanged.
-            result: SpanExportResult = super().export(spans)
+            result: SpanExportResult = super().export(spans)  # type: ignore[arg-type]
             return result
         try:
             data = encode_request(spans)
         except Exception:
-            fallback: SpanExportResult = super().export(spans)
+            if any(type(span) is EncodedSpan for span in spans):
+                raise  # counted as the sink's error (ReportingExporter)
+            fallback: SpanExportResult = super().export(spans)  # type: ignore[arg-type]
             return fallback
         outcome = client.export(data)
         return SpanExportResult.SUCCESS if outcome.success else SpanExportResult.FAILURE

@@ -260,10 +260,18 @@ class TracingSink(Sink):
         # shutdown_on_exit=False: the SDK's own atexit shutdown waits without
         # bound on a hanging collector; hookkit's is bounded.
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        processors = []
+        processors: list[BatchSpanProcessor] = []
         for name in self.config.exporters:
-            exporter = ReportingExporter(make_exporter(name), name, self._export_failed)
-            processors.append(BatchSpanProcessor(exporter))
+            made = make_exporter(name)
+            exporter = ReportingExporter(made, name, self._export_failed)
+            # hookkit's OTLP/HTTP exporter takes spans encoded as they end
+            # (otlp_encode): its export thread only joins and sends them.
+            if getattr(made, "takes_encoded", False):
+                from hookkit._sinks.tracing.otlp_encode import EncodingBatchSpanProcessor
+
+                processors.append(EncodingBatchSpanProcessor(exporter))
+            else:
+                processors.append(BatchSpanProcessor(exporter))
             provider.add_span_processor(processors[-1])
         if set(self.config.exporters) <= {"otlp"}:
             # Exported only over OTLP, by hookkit's encoder: hookkit's own
