@@ -27,6 +27,8 @@ it is the official exporter unchanged.
 
 from __future__ import annotations
 
+import inspect
+import os
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -293,8 +295,36 @@ def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     return b"".join(resource_spans)
 
 
+def _lean_transport(endpoint: str | None) -> Any:
+    """hookkit's transport (``otlp_http``) for the exporter of ``endpoint``
+    (resolved from the environment as the official exporter resolves it),
+    or None where the official one must be kept."""
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter
+
+    if "_transport" not in inspect.signature(OTLPSpanExporter.__init__).parameters:
+        return None  # a release that takes no transport: its own
+    if endpoint is None:
+        resolve = getattr(trace_exporter, "_resolve_endpoint", None)
+        variable = getattr(trace_exporter, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+        path = getattr(trace_exporter, "DEFAULT_TRACES_EXPORT_PATH", None)
+        if resolve is None or variable is None or path is None:
+            return None
+        endpoint = resolve(variable, path)
+    from hookkit._sinks.tracing.otlp_http import LeanHTTPTransport, lean_applies
+
+    return LeanHTTPTransport() if lean_applies(str(endpoint), os.environ) else None
+
+
 class FastOTLPSpanExporter(OTLPSpanExporter):
-    """The official OTLP/HTTP exporter with ``encode_request`` as its encoder."""
+    """The official OTLP/HTTP exporter with ``encode_request`` as its
+    encoder and, where it sends the same, ``otlp_http``'s transport."""
+
+    def __init__(self, endpoint: str | None = None, *args: Any, **kwargs: Any) -> None:
+        if not args and kwargs.get("session") is None and kwargs.get("_transport") is None:
+            transport = _lean_transport(endpoint)
+            if transport is not None:
+                kwargs["_transport"] = transport
+        super().__init__(endpoint, *args, **kwargs)
 
     @property
     def takes_encoded(self) -> bool:

@@ -158,7 +158,8 @@ class TracingSink(Sink):
             # session from when it is made (in the worker).
             import requests  # noqa: F401
 
-            import hookkit._sinks.tracing.otlp_encode  # noqa: F401
+            import hookkit._sinks.tracing.otlp_encode
+            import hookkit._sinks.tracing.otlp_http  # noqa: F401
 
         # The environment's resource (resource detectors scan entry points:
         # slow, and the same answer in every worker).
