@@ -160,3 +160,23 @@ def test_hookkits_provider_encodes_as_spans_end() -> None:
         assert [EncodingBatchSpanProcessor] == processors(endpoint)
         both = {**endpoint, "OTEL_TRACES_EXPORTER": "otlp,console"}
         assert [EncodingBatchSpanProcessor, BatchSpanProcessor] == processors(both)
+
+
+def test_a_value_of_each_connection_is_not_kept_encoded() -> None:
+    """The encoder keeps encoded attributes that repeat from span to span;
+    the client's port, new with each connection, is not kept (it would
+    fill the cache with entries never used again)."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    otlp_encode._ENCODED.clear()
+    provider = TracerProvider(shutdown_on_exit=False)
+    tracer = provider.get_tracer("t")
+    for port in range(40000, 40100):
+        attributes = {"network.peer.port": port, "http.request.method": "GET"}
+        with tracer.start_as_current_span("GET", attributes=attributes) as span:
+            pass
+        otlp_encode.encode_request([span])  # type: ignore[list-item]
+    keys = {key for _, key, _, _ in otlp_encode._ENCODED}
+    assert "http.request.method" in keys
+    assert "network.peer.port" not in keys
+    assert otlp_encode._ENCODED_LIMIT <= 1024

@@ -107,15 +107,18 @@ def _key_value(key: str, value: Any) -> bytes:
 
 # Encoded attributes by (field, key, value): a server's spans repeat most of
 # theirs (method, scheme, addresses, user agent, status). Bounded: cleared
-# when full. Only str, int and bool values are cached (floats and sequences
-# rarely repeat; True == 1 is kept apart by the type in the key).
+# when full (a few hundred bytes an entry, in each worker). Only str, int
+# and bool values are cached (floats and sequences rarely repeat; True == 1
+# is kept apart by the type in the key), and not the client's port, new
+# with each connection.
 _ENCODED: dict[tuple[int, str, type, object], bytes] = {}
-_ENCODED_LIMIT = 4096
+_ENCODED_LIMIT = 1024
+_UNCACHED = frozenset({"network.peer.port"})
 
 
 def _attribute(number: int, key: str, value: Any) -> bytes:
     kind = type(value)
-    if kind is str or kind is int or kind is bool:
+    if (kind is str or kind is int or kind is bool) and key not in _UNCACHED:
         cache_key = (number, key, kind, value)
         encoded = _ENCODED.get(cache_key)
         if encoded is None:
