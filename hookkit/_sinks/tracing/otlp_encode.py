@@ -240,19 +240,26 @@ def _official_span(span: ReadableSpan) -> bytes:
     return encoded
 
 
+def _span_field(span: ReadableSpan) -> bytes:
+    """``span`` as a field of ``ScopeSpans.spans``: its ``Span`` message,
+    tagged and sized; by the official encoder if the fast one fails."""
+    try:
+        encoded = _span(span)
+    except Exception:
+        encoded = _official_span(span)
+    return _field(2, encoded)
+
+
 class EncodedSpan:
-    """A span encoded when it ended: its ``Span`` message's bytes, and the
-    resource and scope ``encode_request`` groups it by."""
+    """A span encoded when it ended (``_span_field``), and the resource and
+    scope ``encode_request`` groups it by."""
 
     __slots__ = ("encoded", "instrumentation_scope", "resource")
 
     def __init__(self, span: ReadableSpan) -> None:
         self.resource = span.resource
         self.instrumentation_scope = span.instrumentation_scope
-        try:
-            self.encoded = _span(span)
-        except Exception:
-            self.encoded = _official_span(span)
+        self.encoded = _span_field(span)
 
 
 class EncodingBatchSpanProcessor(BatchSpanProcessor):
@@ -270,7 +277,12 @@ class EncodingBatchSpanProcessor(BatchSpanProcessor):
 def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     """The serialized ``ExportTraceServiceRequest`` for ``spans``, grouped
     by resource, then by instrumentation scope, in order of first
-    appearance, as the official encoder groups them."""
+    appearance, as the official encoder groups them.
+
+    The message is joined once from its pieces (each length computed from
+    the pieces below it), not copied level by level: a batch of 512 spans
+    is some 150 KiB, and every copy of it stays in the export thread's
+    malloc arena, in each worker."""
     grouped: dict[Any, dict[Any, list[bytes]]] = {}
     # Resource hashes itself through JSON: look each resource object up once.
     seen: dict[int, dict[Any, list[bytes]]] = {}
@@ -280,22 +292,32 @@ def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
         if by_scope is None:
             by_scope = seen[id(resource)] = grouped.setdefault(resource, {})
         by_scope.setdefault(span.instrumentation_scope or None, []).append(
-            span.encoded if type(span) is EncodedSpan else _span(span)  # type: ignore[arg-type]
+            span.encoded if type(span) is EncodedSpan else _span_field(span)  # type: ignore[arg-type]
         )
-    resource_spans = []
+    parts: list[bytes] = []
     for resource, by_scope in grouped.items():
-        scope_spans = []
-        for scope, encoded in by_scope.items():
-            body = _field(1, _scope(scope)) + b"".join(_field(2, span) for span in encoded)
+        at = len(parts)
+        parts.append(b"")  # ResourceSpans' tag and length, once known
+        head = _field(1, _attributes(1, resource.attributes))
+        parts.append(head)
+        size = len(head)
+        for scope, fields in by_scope.items():
+            scope_head = _field(1, _scope(scope))
             schema = getattr(scope, "schema_url", None) if scope is not None else None
-            if schema:
-                body += _text(3, schema)
-            scope_spans.append(_field(2, body))
-        body = _field(1, _attributes(1, resource.attributes)) + b"".join(scope_spans)
+            tail = _text(3, schema) if schema else b""
+            scope_size = len(scope_head) + sum(map(len, fields)) + len(tail)
+            scope_tag = b"\x12" + _varint(scope_size)  # ResourceSpans.scope_spans
+            parts.append(scope_tag)
+            parts.append(scope_head)
+            parts += fields
+            parts.append(tail)
+            size += len(scope_tag) + scope_size
         if resource.schema_url:
-            body += _text(3, resource.schema_url)
-        resource_spans.append(_field(1, body))
-    return b"".join(resource_spans)
+            tail = _text(3, resource.schema_url)
+            parts.append(tail)
+            size += len(tail)
+        parts[at] = b"\x0a" + _varint(size)  # ExportTraceServiceRequest.resource_spans
+    return b"".join(parts)
 
 
 def _lean_transport(endpoint: str | None) -> Any:

@@ -160,15 +160,18 @@ class LeanHTTPTransport(BaseHTTPTransport):
             if connection.sock is not None:
                 connection.sock.settimeout(timeout)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        connection.request(method, path, body=data, headers=headers)
+        # A view, not the bytes: http.client copies bytes bodies into the
+        # headers' buffer to send them with one call (TCP_NODELAY is set).
+        body = memoryview(data) if data is not None else None
+        connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
-        body = response.read()
+        content = response.read()
         if response.will_close:
             self._drop()
         return LeanHTTPResult(
             status_code=response.status,
             reason=response.reason,
-            body=body,
+            body=content,
             header_map=response.headers,
         )
 
