@@ -31,6 +31,7 @@ them in a daemon thread and waits for it at most the bound.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -164,6 +165,18 @@ class TracingSink(Sink):
         # The environment's resource (resource detectors scan entry points:
         # slow, and the same answer in every worker).
         self._base_resource = opentelemetry.sdk.resources.Resource.create()
+
+    def before_fork(self, age: int) -> None:
+        """Freeze the master's objects (``gc.freeze``) just before the fork,
+        after every hookkit sink made what it makes in ``pre_fork``: the
+        worker inherits them in the GC's permanent generation, so its
+        collections never write to (and so copy) the pages it shares with
+        the master, the SDK's and the exporter's modules among them. Each
+        fork freezes what the master made since; the master never collects
+        what it froze (it makes little, between forks, that only a
+        collection would free)."""
+        if self.config.enabled:
+            gc.freeze()
 
     # -- per worker ------------------------------------------------------
 
