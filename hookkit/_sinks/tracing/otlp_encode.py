@@ -320,13 +320,18 @@ def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     return b"".join(parts)
 
 
+# Whether this release's exporter takes a transport; asked once, on import
+# (in the master, before the fork: inspect's code is not run in each worker).
+_TAKES_TRANSPORT = "_transport" in inspect.signature(OTLPSpanExporter.__init__).parameters
+
+
 def _lean_transport(endpoint: str | None) -> Any:
     """hookkit's transport (``otlp_http``) for the exporter of ``endpoint``
     (resolved from the environment as the official exporter resolves it),
     or None where the official one must be kept."""
     from opentelemetry.exporter.otlp.proto.http import trace_exporter
 
-    if "_transport" not in inspect.signature(OTLPSpanExporter.__init__).parameters:
+    if not _TAKES_TRANSPORT:
         return None  # a release that takes no transport: its own
     if endpoint is None:
         resolve = getattr(trace_exporter, "_resolve_endpoint", None)
