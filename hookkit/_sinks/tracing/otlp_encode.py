@@ -36,7 +36,7 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 _KIND = {
     SpanKind.INTERNAL: 1,
@@ -118,13 +118,15 @@ _UNCACHED = frozenset({"network.peer.port"})
 
 def _attribute(number: int, key: str, value: Any) -> bytes:
     kind = type(value)
-    if (kind is str or kind is int or kind is bool) and key not in _UNCACHED:
+    if kind is str or kind is int or kind is bool:
         cache_key = (number, key, kind, value)
         encoded = _ENCODED.get(cache_key)
         if encoded is None:
-            if len(_ENCODED) >= _ENCODED_LIMIT:
-                _ENCODED.clear()
-            encoded = _ENCODED[cache_key] = _field(number, _key_value(key, value))
+            encoded = _field(number, _key_value(key, value))
+            if key not in _UNCACHED:
+                if len(_ENCODED) >= _ENCODED_LIMIT:
+                    _ENCODED.clear()
+                _ENCODED[cache_key] = encoded
         return encoded
     return _field(number, _key_value(key, value))
 
@@ -158,14 +160,21 @@ _FLAGS_REMOTE = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
 _KIND_BYTES = {kind: b"\x30" + _varint(number) for kind, number in _KIND.items()}
 
 
+_STATUS_CODE = {code: code.value for code in StatusCode}
+# Status fields without a description, by code (field 15).
+_STATUS_ONLY = {
+    value: _field(15, b"\x18" + _varint(value) if value else b"") for value in _STATUS_CODE.values()
+}
+
+
 def _trace_state(state: Any) -> bytes:
-    if not state:
+    if not getattr(state, "_dict", state):  # TraceState's own dict: no __len__ call
         return b""
     text = ",".join(f"{key}={value}" for key, value in state.items())
     return _text(3, text) if text else b""
 
 
-def _span(span: ReadableSpan) -> bytes:
+def _span(span: ReadableSpan) -> bytes | bytearray:
     context = span.get_span_context()
     assert context is not None
     parent = span.parent
@@ -188,8 +197,15 @@ def _span(span: ReadableSpan) -> bytes:
         out += _pack_fixed64(span.end_time)
     attributes = span.attributes
     if attributes:
+        cached = _ENCODED.get  # _attribute's cache, looked up here first (the hot path)
         for key, value in _items(attributes):
-            out += _attribute(9, key, value)
+            kind = type(value)
+            encoded = (
+                cached((9, key, kind, value))
+                if kind is str or kind is int or kind is bool
+                else None
+            )
+            out += encoded if encoded is not None else _attribute(9, key, value)
     out += _count(10, span.dropped_attributes)
     for event in span.events:
         event_parts = b"\x09" + _pack_fixed64(event.timestamp) if event.timestamp else b""
@@ -210,14 +226,17 @@ def _span(span: ReadableSpan) -> bytes:
         out += _field(13, link_parts)
     out += _count(14, span.dropped_links)
     status = span.status
-    status_parts = b""
+    code = _STATUS_CODE[status.status_code]
     if status.description:
-        status_parts += _text(2, status.description)
-    if status.status_code.value:
-        status_parts += b"\x18" + _varint(status.status_code.value)
-    out += _field(15, status_parts)
+        status_parts = _text(2, status.description)
+        if code:
+            status_parts += b"\x18" + _varint(code)
+        out += _field(15, status_parts)
+    else:
+        out += _STATUS_ONLY[code]
     out += _FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL
-    return bytes(out)
+    # The bytearray itself: _span_field copies it once, behind its tag.
+    return out
 
 
 def _scope(scope: Any) -> bytes:
@@ -247,7 +266,7 @@ def _span_field(span: ReadableSpan) -> bytes:
         encoded = _span(span)
     except Exception:
         encoded = _official_span(span)
-    return _field(2, encoded)
+    return b"".join((b"\x12", _varint(len(encoded)), encoded))  # one copy
 
 
 class EncodedSpan:
