@@ -180,3 +180,34 @@ def test_a_value_of_each_connection_is_not_kept_encoded() -> None:
     assert "http.request.method" in keys
     assert "network.peer.port" not in keys
     assert otlp_encode._ENCODED_LIMIT <= 1024
+
+
+def test_a_span_no_encoder_can_encode_is_dropped_and_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ending a span never raises into the app: a span neither encoder can
+    encode is dropped and counted as the exporter's error."""
+    from hookkit._sinks.tracing.export import ReportingExporter
+
+    def refuse(span: ReadableSpan) -> bytes:
+        raise TypeError("refused")
+
+    reported: list[Exception] = []
+    with OtlpReceiver() as rx:
+        exporter = ReportingExporter(
+            FastOTLPSpanExporter(endpoint=rx.traces_endpoint), "otlp", reported.append
+        )
+        processor = EncodingBatchSpanProcessor(exporter, schedule_delay_millis=60_000)
+        provider, _ = _provider_with(processor)
+        monkeypatch.setattr(otlp_encode, "_span", refuse)
+        monkeypatch.setattr(otlp_encode, "_official_span", refuse)
+        with provider.get_tracer("app").start_as_current_span("unencodable"):
+            pass
+        monkeypatch.undo()
+        with provider.get_tracer("app").start_as_current_span("fine"):
+            pass
+        processor.force_flush()
+        rx.wait_for_requests(1)
+        provider.shutdown()
+        assert ["fine"] == [span.name for span in rx.spans]
+    assert ["refused"] == [str(exc) for exc in reported]

@@ -290,7 +290,17 @@ class EncodingBatchSpanProcessor(BatchSpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if not (span.context and span.context.trace_flags.sampled):
             return
-        self._batch_processor.emit(EncodedSpan(span))  # type: ignore[arg-type]
+        try:
+            encoded = EncodedSpan(span)
+        except Exception as exc:
+            # Ending a span never raises into the app: a span neither
+            # encoder takes is dropped, and counted as the exporter's error
+            # (ReportingExporter.report) as a failed export is.
+            report = getattr(self.span_exporter, "report", None)
+            if callable(report):
+                report(exc)
+            return
+        self._batch_processor.emit(encoded)  # type: ignore[arg-type]
 
 
 def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
