@@ -190,3 +190,20 @@ def test_otherwise_the_official_transport(monkeypatch: pytest.MonkeyPatch) -> No
     exporter = FastOTLPSpanExporter(endpoint="http://collector:4318/v1/traces")
     assert isinstance(transport_of(exporter), RequestsHTTPTransport)
     exporter.shutdown()
+
+
+def test_a_forked_child_never_writes_on_its_parents_connection(no_requests: None) -> None:
+    """After a fork (an app's multiprocessing, say), the child's exports go
+    through a connection of its own, and a lock of its own: the kept-alive
+    one is the parent's."""
+    with OtlpReceiver() as rx:
+        exporter = FastOTLPSpanExporter(endpoint=rx.traces_endpoint)
+        transport = transport_of(exporter)
+        assert "SUCCESS" == exporter.export(varied_spans()).name
+        parents, parents_lock = transport._connection, transport._lock
+        transport._pid = -1  # as seen from a child of this process
+        assert "SUCCESS" == exporter.export(varied_spans()).name
+        assert transport._connection is not None
+        assert transport._connection is not parents
+        assert transport._lock is not parents_lock
+        exporter.shutdown()

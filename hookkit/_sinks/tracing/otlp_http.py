@@ -123,6 +123,7 @@ class LeanHTTPTransport(BaseHTTPTransport):
         self._lock = threading.Lock()
         self._connection: http.client.HTTPConnection | None = None
         self._target: tuple[str, int] | None = None
+        self._pid = os.getpid()
 
     def request(
         self,
@@ -133,6 +134,13 @@ class LeanHTTPTransport(BaseHTTPTransport):
         timeout: float | None = None,
         data: bytes | None = None,
     ) -> BaseHTTPResult:
+        if self._pid != os.getpid():
+            # A forked child (the SDK's batch processor restarts its thread
+            # in one): the kept-alive connection and the lock are the
+            # parent's. The child closes only its own descriptor.
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+            self._drop()
         with self._lock:
             try:
                 return self._send(method, url, headers or {}, timeout, data)
