@@ -207,3 +207,35 @@ def test_a_forked_child_never_writes_on_its_parents_connection(no_requests: None
         assert transport._connection is not parents
         assert transport._lock is not parents_lock
         exporter.shutdown()
+
+
+def test_a_batch_is_sent_in_pieces_never_joined_whole(
+    monkeypatch: pytest.MonkeyPatch, no_requests: None
+) -> None:
+    """Uncompressed, a batch goes out as pieces of some KiB each, never
+    joined into one buffer (a 150 KiB buffer in the export thread stays in
+    its malloc arena); the collector gets the official bytes."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from hookkit._sinks.tracing import otlp_encode
+
+    spans = varied_spans() * 60
+    expected = encode_spans(spans).SerializePartialToString()
+    pieces = otlp_encode.encode_pieces(spans)
+    assert expected == b"".join(pieces.chunks)
+    assert len(expected) == len(pieces)
+    largest_span = max(len(otlp_encode._span_field(span)) for span in spans)
+    assert len(pieces.chunks) > 1
+    assert all(len(chunk) <= otlp_encode.PIECE_SIZE + largest_span for chunk in pieces.chunks)
+
+    def whole(spans: Any) -> bytes:
+        raise AssertionError("the batch was joined whole")
+
+    monkeypatch.setattr(otlp_encode, "encode_request", whole)
+    with OtlpReceiver() as rx:
+        exporter = FastOTLPSpanExporter(endpoint=rx.traces_endpoint)
+        assert "SUCCESS" == exporter.export(spans).name
+        rx.wait_for_requests(1)
+        assert [expected] == rx.raw_bodies
+        assert str(len(expected)) == rx.headers[0]["content-length"]
+        exporter.shutdown()

@@ -303,15 +303,12 @@ class EncodingBatchSpanProcessor(BatchSpanProcessor):
         self._batch_processor.emit(encoded)  # type: ignore[arg-type]
 
 
-def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
+def _parts(spans: Sequence[ReadableSpan | EncodedSpan]) -> list[bytes]:
     """The serialized ``ExportTraceServiceRequest`` for ``spans``, grouped
     by resource, then by instrumentation scope, in order of first
-    appearance, as the official encoder groups them.
-
-    The message is joined once from its pieces (each length computed from
-    the pieces below it), not copied level by level: a batch of 512 spans
-    is some 150 KiB, and every copy of it stays in the export thread's
-    malloc arena, in each worker."""
+    appearance, as the official encoder groups them: as the list of its
+    parts, in order (each length computed from the parts below it), so
+    that it is never copied level by level."""
     grouped: dict[Any, dict[Any, list[bytes]]] = {}
     # Resource hashes itself through JSON: look each resource object up once.
     seen: dict[int, dict[Any, list[bytes]]] = {}
@@ -346,7 +343,52 @@ def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
             parts.append(tail)
             size += len(tail)
         parts[at] = b"\x0a" + _varint(size)  # ExportTraceServiceRequest.resource_spans
-    return b"".join(parts)
+    return parts
+
+
+def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
+    """The serialized ``ExportTraceServiceRequest`` for ``spans`` (see
+    ``_parts``), joined once."""
+    return b"".join(_parts(spans))
+
+
+# The size of the pieces a request is sent in (encode_pieces).
+PIECE_SIZE = 16 * 1024
+
+
+class Pieces:
+    """A serialized request as pieces of some ``PIECE_SIZE`` bytes, in
+    order: joined, the request. A batch of 512 spans is some 150 KiB; made
+    whole in the export thread, that buffer stays in the thread's malloc
+    arena (glibc raises its mmap threshold to the size of a freed mmapped
+    block), in each worker. ``otlp_http`` sends the pieces one after the
+    other."""
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.size = sum(map(len, chunks))
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def encode_pieces(spans: Sequence[ReadableSpan | EncodedSpan]) -> Pieces:
+    """The serialized request for ``spans`` in pieces (``Pieces``): none
+    larger than ``PIECE_SIZE`` plus one of its parts (a span, at most)."""
+    chunks: list[bytes] = []
+    pending: list[bytes] = []
+    size = 0
+    for part in _parts(spans):
+        pending.append(part)
+        size += len(part)
+        if size >= PIECE_SIZE:
+            chunks.append(b"".join(pending))
+            pending, size = [], 0
+    if pending:
+        chunks.append(b"".join(pending))
+    return Pieces(chunks)
 
 
 # Whether this release's exporter takes a transport; asked once, on import
@@ -374,6 +416,15 @@ def _lean_transport(endpoint: str | None) -> Any:
     return LeanHTTPTransport() if lean_applies(str(endpoint), os.environ) else None
 
 
+def _sends_pieces(client: Any) -> bool:
+    """Whether ``client`` sends a request in pieces: through hookkit's
+    transport, uncompressed (compression needs the whole)."""
+    from hookkit._sinks.tracing.otlp_http import LeanHTTPTransport
+
+    compression = getattr(getattr(client, "_compression", None), "value", None)
+    return compression == "none" and type(getattr(client, "_transport", None)) is LeanHTTPTransport
+
+
 class FastOTLPSpanExporter(OTLPSpanExporter):
     """The official OTLP/HTTP exporter with ``encode_request`` as its
     encoder and, where it sends the same, ``otlp_http``'s transport."""
@@ -399,7 +450,9 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
             result: SpanExportResult = super().export(spans)  # type: ignore[arg-type]
             return result
         try:
-            data = encode_request(spans)
+            data: bytes | Pieces = (
+                encode_pieces(spans) if _sends_pieces(client) else encode_request(spans)
+            )
         except Exception:
             if any(type(span) is EncodedSpan for span in spans):
                 raise  # counted as the sink's error (ReportingExporter)

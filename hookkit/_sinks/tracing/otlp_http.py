@@ -36,6 +36,8 @@ from urllib.parse import urlsplit
 
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 
+from hookkit._sinks.tracing.otlp_encode import Pieces
+
 CREDENTIAL_PROVIDERS = (
     "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
     "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER",
@@ -168,9 +170,16 @@ class LeanHTTPTransport(BaseHTTPTransport):
             if connection.sock is not None:
                 connection.sock.settimeout(timeout)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        # A view, not the bytes: http.client copies bytes bodies into the
-        # headers' buffer to send them with one call (TCP_NODELAY is set).
-        body = memoryview(data) if data is not None else None
+        body: Any
+        if isinstance(data, Pieces):
+            # Sent piece by piece (otlp_encode.Pieces), its length given.
+            headers = {**headers, "Content-Length": str(len(data))}
+            body = data.chunks
+        else:
+            # A view, not the bytes: http.client copies bytes bodies into
+            # the headers' buffer to send them with one call (TCP_NODELAY
+            # is set).
+            body = memoryview(data) if data is not None else None
         connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         content = response.read()
