@@ -134,6 +134,8 @@ def _attribute(number: int, key: str, value: Any) -> bytes:
 def _items(attributes: Mapping[str, Any]) -> Any:
     """The items of an attribute mapping: the SDK's BoundedAttributes keeps
     a plain dict, much faster to walk than through the Mapping protocol."""
+    if type(attributes) is dict:  # hookkit's own span's
+        return attributes.items()
     plain = getattr(attributes, "_dict", None)
     return (plain if isinstance(plain, dict) else attributes).items()
 
@@ -174,7 +176,8 @@ def _trace_state(state: Any) -> bytes:
     return _text(3, text) if text else b""
 
 
-def _span(span: ReadableSpan) -> bytes | bytearray:
+# One flat function, on purpose: it runs for every span, on the request thread.
+def _span(span: ReadableSpan) -> bytes | bytearray:  # noqa: PLR0912, PLR0915
     context = span.get_span_context()
     assert context is not None
     parent = span.parent
@@ -182,7 +185,9 @@ def _span(span: ReadableSpan) -> bytes | bytearray:
     out += context.trace_id.to_bytes(16, "big")
     out += b"\x12\x08"
     out += context.span_id.to_bytes(8, "big")
-    out += _trace_state(context.trace_state)
+    state = context.trace_state
+    if state:
+        out += _trace_state(state)
     if parent is not None:
         out += b"\x22\x08"
         out += parent.span_id.to_bytes(8, "big")
@@ -206,14 +211,16 @@ def _span(span: ReadableSpan) -> bytes | bytearray:
                 else None
             )
             out += encoded if encoded is not None else _attribute(9, key, value)
-    out += _count(10, span.dropped_attributes)
+    if span.dropped_attributes:
+        out += _count(10, span.dropped_attributes)
     for event in span.events:
         event_parts = b"\x09" + _pack_fixed64(event.timestamp) if event.timestamp else b""
         if event.name:
             event_parts += _text(2, event.name)
         event_parts += _attributes(3, event.attributes) + _count(4, event.dropped_attributes)
         out += _field(11, event_parts)
-    out += _count(12, span.dropped_events)
+    if span.dropped_events:
+        out += _count(12, span.dropped_events)
     for link in span.links:
         link_parts = (
             _field(1, link.context.trace_id.to_bytes(16, "big"))
@@ -224,7 +231,8 @@ def _span(span: ReadableSpan) -> bytes | bytearray:
             + _pack_fixed32(_flags(link.context))
         )
         out += _field(13, link_parts)
-    out += _count(14, span.dropped_links)
+    if span.dropped_links:
+        out += _count(14, span.dropped_links)
     status = span.status
     code = _STATUS_CODE[status.status_code]
     if status.description:
