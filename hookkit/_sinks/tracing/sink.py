@@ -31,6 +31,7 @@ them in a daemon thread and waits for it at most the bound.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -158,11 +159,24 @@ class TracingSink(Sink):
             # session from when it is made (in the worker).
             import requests  # noqa: F401
 
-            import hookkit._sinks.tracing.otlp_encode  # noqa: F401
+            import hookkit._sinks.tracing.otlp_encode
+            import hookkit._sinks.tracing.otlp_http  # noqa: F401
 
         # The environment's resource (resource detectors scan entry points:
         # slow, and the same answer in every worker).
         self._base_resource = opentelemetry.sdk.resources.Resource.create()
+
+    def before_fork(self, age: int) -> None:
+        """Freeze the master's objects (``gc.freeze``) just before the fork,
+        after every hookkit sink made what it makes in ``pre_fork``: the
+        worker inherits them in the GC's permanent generation, so its
+        collections never write to (and so copy) the pages it shares with
+        the master, the SDK's and the exporter's modules among them. Each
+        fork freezes what the master made since; the master never collects
+        what it froze (it makes little, between forks, that only a
+        collection would free)."""
+        if self.config.enabled:
+            gc.freeze()
 
     # -- per worker ------------------------------------------------------
 
@@ -260,10 +274,18 @@ class TracingSink(Sink):
         # shutdown_on_exit=False: the SDK's own atexit shutdown waits without
         # bound on a hanging collector; hookkit's is bounded.
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        processors = []
+        processors: list[BatchSpanProcessor] = []
         for name in self.config.exporters:
-            exporter = ReportingExporter(make_exporter(name), name, self._export_failed)
-            processors.append(BatchSpanProcessor(exporter))
+            made = make_exporter(name)
+            exporter = ReportingExporter(made, name, self._export_failed)
+            # hookkit's OTLP/HTTP exporter takes spans encoded as they end
+            # (otlp_encode): its export thread only joins and sends them.
+            if getattr(made, "takes_encoded", False):
+                from hookkit._sinks.tracing.otlp_encode import EncodingBatchSpanProcessor
+
+                processors.append(EncodingBatchSpanProcessor(exporter))
+            else:
+                processors.append(BatchSpanProcessor(exporter))
             provider.add_span_processor(processors[-1])
         if set(self.config.exporters) <= {"otlp"}:
             # Exported only over OTLP, by hookkit's encoder: hookkit's own
