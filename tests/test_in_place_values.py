@@ -259,3 +259,36 @@ def test_only_the_async_classes_run_tasks() -> None:
     assert not runs_tasks(made(ThreadWorker))
     assert runs_tasks(made(GeventWorker))
     assert runs_tasks(made(ASGIWorker))
+
+
+def test_a_scrape_during_a_histograms_creation_leaves_the_new_series_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, identity: None
+) -> None:
+    """prometheus_client adds a new label set's entries to the file one by
+    one (the sum, then each bucket, +Inf last). A scrape in between (a real
+    one met it in CI, as the first request's series was being made) must
+    not serve a histogram without its +Inf bucket, which an OpenMetrics
+    parser refuses: the series is left out until it is whole, and the
+    complete series beside it are served."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+    from prometheus_client.openmetrics.exposition import generate_latest
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    from hookkit._aggregate.collect import FileCollector
+
+    files = Files(tmp_path / "d", monkeypatch)
+    histogram = Histogram("h", "h", ["k"], buckets=BUCKETS, registry=None)
+    histogram.labels("whole").observe(0.5)
+    [path] = files.path.iterdir()
+    partial = MmapedDict(str(path))  # another writer's view: "half" being made
+    partial.write_value(mmap_key("h", "h_sum", ["k"], ["half"], "h"), 0.0, 0.0)
+    for bound in ("0.005", "0.01"):
+        key = mmap_key("h", "h_bucket", ["k", "le"], ["half", bound], "h")
+        partial.write_value(key, 0.0, 0.0)
+    partial.close()
+
+    registry = CollectorRegistry()
+    registry.register(FileCollector(str(files.path)))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    [family] = [f for f in text_string_to_metric_families(text) if f.name == "h"]
+    assert {"whole"} == {s.labels["k"] for s in family.samples}

@@ -97,10 +97,32 @@ def _read_file(filename: str) -> list[_Entry]:
     return entries
 
 
+def _whole_histograms(entries: list[_Entry]) -> list[_Entry]:
+    """A histogram file's entries without the label sets still being made.
+
+    prometheus_client appends a new label set's entries one at a time: the
+    sum, then each bucket, +Inf last. A scrape in between would serve a
+    histogram without its +Inf bucket (an OpenMetrics parser refuses the
+    scrape). Such a set holds only zeros (nothing is observed before it is
+    made), so it is left out until the next scrape finds it whole."""
+    whole = {
+        (metric_name, tuple(pair for pair in labels if pair[0] != "le"))
+        for metric_name, name, labels, _, _, _ in entries
+        if name.endswith("_bucket") and ("le", "+Inf") in labels
+    }
+    return [
+        entry
+        for entry in entries
+        if (entry[0], tuple(pair for pair in entry[2] if pair[0] != "le")) in whole
+    ]
+
+
 def _add_samples(metrics: dict[str, Metric], filename: str, entries: list[_Entry]) -> None:
     """Add one file's samples, as prometheus_client's _read_metrics does."""
     parts = os.path.basename(filename).split("_")
     typ = parts[0]
+    if typ == "histogram":
+        entries = _whole_histograms(entries)
     for metric_name, name, labels_key, help_text, value, timestamp in entries:
         metric = metrics.get(metric_name)
         if metric is None:
