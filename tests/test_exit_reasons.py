@@ -231,8 +231,11 @@ def test_each_exit_is_logged_once_with_uptime_and_requests(serve):
 
 def test_worker_killed_at_the_end_of_the_graceful_timeout(serve):
     """A worker still busy when the graceful timeout ends is SIGKILLed by the
-    master, which then reaps without calling child_exit: hookkit still logs
-    its exit, from on_exit, as a shutdown by the master's SIGKILL."""
+    master, which then reaps once without waiting (Arbiter.stop): a worker
+    already dead by then is reported through child_exit, one not yet dead
+    is not reaped, and hookkit logs it from on_exit. Which one is gunicorn's
+    race (both were seen); either way the exit is logged once, as a
+    shutdown by the master's SIGKILL."""
     server = serve("apps.wsgi:app", "-w", "1", "--graceful-timeout", "1")
     pid = server.wait_for(match(event="worker_booted"))[0]["worker_pid"]
     client = threading.Thread(target=http_get, args=(server.port, "/sleep?10", 15))
@@ -242,9 +245,9 @@ def test_worker_killed_at_the_end_of_the_graceful_timeout(serve):
     client.join(15)
     line = exited(server, worker_pid=pid)
     assert 1 == len(line)
-    assert ("shutdown", "SIGKILL", True, "on_exit") == (
+    assert ("shutdown", "SIGKILL", True) == (
         line[0]["reason"],
         line[0]["signal"],
         line[0]["signal_sent_by_master"],
-        line[0]["hook"],
     )
+    assert line[0]["hook"] in ("child_exit", "on_exit")
