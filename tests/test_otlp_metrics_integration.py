@@ -188,6 +188,10 @@ def churn(server: Gunicorn, requests: int) -> None:
     (a third of the way) and others recycled by ``--max-requests``."""
     for index in range(requests):
         if index == requests // 3:
+            # The client has its answer before post_request counts it: a
+            # SIGKILL then would lose that count (the SIGKILL window). Kill
+            # only once every answered request is counted.
+            wait_until_counted(server, index)
             kill_a_worker(server)
         for _ in range(50):  # a connection refused while a worker restarts
             if http_get(server.port, "/")[0] == 200:
@@ -195,6 +199,19 @@ def churn(server: Gunicorn, requests: int) -> None:
             time.sleep(0.1)
         else:
             raise AssertionError(f"request {index} never answered")
+
+
+def wait_until_counted(server: Gunicorn, requests: int, timeout: float = 10.0) -> None:
+    """Until ``/metrics`` counts ``requests`` requests."""
+    deadline = time.monotonic() + timeout
+    counted = 0.0
+    while time.monotonic() < deadline:
+        text = scrape_text(server.metrics_port)  # type: ignore[attr-defined]
+        counted = total(text, "http_server_request_duration_seconds_count")
+        if counted >= requests:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{counted:g} of {requests} requests counted after {timeout} s")
 
 
 def kill_a_worker(server: Gunicorn) -> None:
