@@ -10,6 +10,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from hookkit._face.gunicorn_process import free_port
 
 
@@ -44,3 +46,25 @@ def test_a_listening_port_is_never_handed_out() -> None:
     finally:
         for sock in listeners:
             sock.close()
+
+
+def test_xdist_workers_hand_out_disjoint_ports_and_never_one_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two pytest-xdist workers never pick the same port (each has its own
+    share), and one process never hands a port out twice."""
+    from hookkit._face import gunicorn_process
+
+    shares = []
+    for worker in ("gw0", "gw1", "gw2"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+        shares.append(set(gunicorn_process._share(gunicorn_process._listen_ports())))
+    assert not shares[0] & shares[1]
+    assert not shares[1] & shares[2]
+    assert not shares[0] & shares[2]
+    assert set(gunicorn_process._listen_ports()) == shares[0] | shares[1] | shares[2]
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    given = [free_port() for _ in range(300)]
+    assert len(set(given)) == len(given)
+    assert set(given) <= shares[1]

@@ -51,19 +51,40 @@ def _listen_ports() -> range:
     return range(min(high + 1, 65535), 65536)
 
 
+_handed_out: set[int] = set()  # by this process: never handed out twice
+
+
+def _share(ports: range) -> range:
+    """This process's share of ``ports``: under pytest-xdist each worker
+    takes every n-th port from its own offset, so two workers never hand
+    out the same port. A port found free is only bound later, when gunicorn
+    starts (hundreds of ms): two workers that picked the same free port in
+    that window collided in CI ("Connection in use")."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
+        return ports[int(worker[2:]) % int(count) :: int(count)]
+    return ports
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now, chosen at random
     outside the kernel's ephemeral range (see ``_listen_ports``), so servers
-    started side by side and outgoing connections do not take it first."""
-    ports = _listen_ports()
+    started side by side and outgoing connections do not take it first;
+    from this process's share (``_share``), and never one it handed out
+    before."""
+    ports = _share(_listen_ports())
     for _ in range(200):
         port = random.choice(ports)
+        if port in _handed_out:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         fallback: int = sock.getsockname()[1]
